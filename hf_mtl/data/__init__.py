@@ -1,0 +1,17 @@
+"""Data: reading local files, loading sources into task-labelled rows, tokenisation, mixing and collation."""
+
+from .collator import MultiTaskDataCollator
+from .mixing import MixingStrategy, mix_datasets, mixing_probabilities
+from .preprocessing import tokenize_and_align
+from .sources import DataSourceConfig, LoadedSource, load_source
+
+__all__ = [
+    "DataSourceConfig",
+    "LoadedSource",
+    "MixingStrategy",
+    "MultiTaskDataCollator",
+    "load_source",
+    "mix_datasets",
+    "mixing_probabilities",
+    "tokenize_and_align",
+]

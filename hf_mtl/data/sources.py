@@ -1,0 +1,270 @@
+"""Data sources: local files, Hub data sets or the embedded demo set, mapped onto the model's tasks.
+
+A source yields, per split, rows with either `tokens` (a list of words) or `text`, plus word-level label ids for
+the tasks it labels (`{task}_labels`). Which column holds what, and how raw labels map onto the task's label names,
+is configuration (`text_column`, `tokens_column`, `label_columns`, `label_maps`), not one loader per data set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+from datasets import ClassLabel, Dataset, Features, List, Sequence, Value
+
+from ..errors import HfMtlError
+from ..tasks import TaskSpec
+from .readers import Record, infer_format, read_records
+
+SPLITS = ("train", "validation", "test")
+DEMO_DATASET = "hf_mtl:demo"
+"""Reserved `dataset_name` of the embedded demo set (a colon cannot occur in a Hub id)."""
+_DEMO_LABEL_COLUMNS = {"sentiment": "sentiment", "ner": "ner_tags"}
+_SOURCE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+@dataclass
+class DataSourceConfig:
+    """Where one corpus comes from and which tasks it labels.
+
+    Args:
+        name (`str`): Short identifier (`sst2`, `wnut17`), used in logs and metric prefixes.
+        dataset_name (`str`, *optional*): A Hub data set id, or `hf_mtl:demo` for the embedded demo set.
+        dataset_config_name (`str`, *optional*): The Hub data set's configuration.
+        train_file (`str`, *optional*), validation_file (`str`, *optional*), test_file (`str`, *optional*):
+            Local files, used instead of `dataset_name`.
+        format (`str`, *optional*): `conll`, `tsv`, `csv`, `json` or `jsonl`; inferred from the file suffix if unset.
+        encoding (`str`, *optional*, defaults to `"utf-8"`): Text encoding of the local files (`latin-1`, ...).
+        text_column (`str`, *optional*): Column holding a raw sentence (sentence tasks only).
+        tokens_column (`str`, *optional*): Column holding a list of words (needed by token tasks).
+        label_columns (`dict[str, str]`): Task name -> column holding that task's labels (or tags).
+        label_maps (`dict[str, dict[str, str]]`, *optional*): Task name -> {raw value: label name}, e.g.
+            `{"sentiment": {"0": "negative", "1": "positive"}}`.
+        conll_columns (`list[str]`, *optional*, defaults to `["tokens", "tags"]`): Names of the fields of a CoNLL line.
+        token_prefix (`str`, *optional*): A prefix to strip from every CoNLL token (`en:` in WikiANN).
+    """
+
+    name: str
+    dataset_name: str | None = None
+    dataset_config_name: str | None = None
+    train_file: str | None = None
+    validation_file: str | None = None
+    test_file: str | None = None
+    format: str | None = None
+    encoding: str = "utf-8"
+    text_column: str | None = None
+    tokens_column: str | None = None
+    label_columns: dict[str, str] = field(default_factory=dict)
+    label_maps: dict[str, dict[str, str]] = field(default_factory=dict)
+    conll_columns: list[str] = field(default_factory=lambda: ["tokens", "tags"])
+    token_prefix: str | None = None
+
+    @property
+    def files(self) -> dict[str, str]:
+        return {split: path for split in SPLITS if (path := getattr(self, f"{split}_file")) is not None}
+
+    @property
+    def origin(self) -> str:
+        """The Hub id, `hf_mtl:demo`, or the local files, for logs and model cards."""
+        return self.dataset_name or ", ".join(self.files.values())
+
+    @classmethod
+    def from_dict(cls, entry: dict[str, Any], tasks: list[TaskSpec], where: str = "datasets") -> DataSourceConfig:
+        """Builds and validates a source from a config entry; errors name `where` (a file or flag)."""
+        if not isinstance(entry, dict):
+            raise HfMtlError(f"{where}: each data set must be a mapping, got {entry!r}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(entry) - known)
+        if unknown:
+            raise HfMtlError(f"{where}: unknown data set key(s) {unknown}; allowed: {sorted(known)}")
+        if not isinstance(entry.get("name"), str) or not _SOURCE_NAME.match(entry["name"]):
+            raise HfMtlError(
+                f"{where}: data set name {entry.get('name')!r} must be a letter then letters, digits or '_'"
+            )
+        source = cls(**entry)
+        where = f"{where}[{source.name}]"
+        if (source.dataset_name is None) == (not source.files):
+            raise HfMtlError(f"{where}: give dataset_name or train_file/validation_file/test_file (one of the two)")
+        if source.dataset_name == DEMO_DATASET:
+            source._apply_demo_defaults(tasks)
+        elif source.files:
+            if all(infer_format(path, source.format) == "conll" for path in source.files.values()):
+                source.tokens_column = source.tokens_column or source.conll_columns[0]
+        source._validate(tasks, where)
+        return source
+
+    def _apply_demo_defaults(self, tasks: list[TaskSpec]) -> None:
+        self.tokens_column = self.tokens_column or "tokens"
+        if not self.label_columns:
+            names = {task.name for task in tasks}
+            self.label_columns = {task: column for task, column in _DEMO_LABEL_COLUMNS.items() if task in names}
+
+    def _validate(self, tasks: list[TaskSpec], where: str) -> None:
+        by_name = {task.name: task for task in tasks}
+        if not self.label_columns:
+            raise HfMtlError(f"{where}: label_columns is empty; map at least one task to a column")
+        for task_name in list(self.label_columns) + list(self.label_maps):
+            if task_name not in by_name:
+                raise HfMtlError(
+                    f"{where}: unknown task {task_name!r} in label_columns/label_maps; tasks: {list(by_name)}"
+                )
+        if (self.text_column is None) == (self.tokens_column is None):
+            raise HfMtlError(f"{where}: set exactly one of text_column (raw sentences) or tokens_column (word lists)")
+        token_tasks = [name for name in self.label_columns if by_name[name].is_token_task]
+        if token_tasks and self.tokens_column is None:
+            raise HfMtlError(f"{where}: token task(s) {token_tasks} need word lists; set tokens_column")
+
+
+@dataclass
+class LoadedSource:
+    """A source's splits, each a `Dataset` of `tokens` or `text` plus `{task}_labels` for the tasks it labels."""
+
+    config: DataSourceConfig
+    splits: dict[str, Dataset]
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(self.config.label_columns)
+
+
+def load_source(source: DataSourceConfig, tasks: list[TaskSpec]) -> LoadedSource:
+    """Reads every split of `source` and checks each label against its task's label names.
+
+    Raises:
+        [`HfMtlError`]: naming the file and line (or Hub row) of the first bad record.
+    """
+    by_name = {task.name: task for task in tasks}
+    splits = {}
+    for split, records in _records_by_split(source).items():
+        rows = [_convert(where, record, source, by_name) for where, record in records]
+        if not rows:
+            raise HfMtlError(f"{source.origin}: the {split} split holds no rows")
+        splits[split] = Dataset.from_list(rows, features=_features(source, by_name))
+    return LoadedSource(config=source, splits=splits)
+
+
+def _records_by_split(source: DataSourceConfig) -> dict[str, list[Record]]:
+    if source.dataset_name == DEMO_DATASET:
+        folder = resources.files("hf_mtl") / "demo_data"
+        return {
+            split: list(read_records(str(folder / f"{split}.jsonl"), "jsonl", "utf-8", [], None)) for split in SPLITS
+        }
+    if source.dataset_name is not None:
+        return _hub_records(source)
+    return {
+        split: list(
+            read_records(
+                path, infer_format(path, source.format), source.encoding, source.conll_columns, source.token_prefix
+            )
+        )
+        for split, path in source.files.items()
+    }
+
+
+def _hub_records(source: DataSourceConfig) -> dict[str, list[Record]]:
+    import datasets
+
+    try:
+        dataset_dict = datasets.load_dataset(source.dataset_name, source.dataset_config_name)
+    except Exception as err:  # the Hub's errors are many; the user needs one line
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise HfMtlError(f"dataset {source.dataset_name!r}: cannot load it ({first_line})") from err
+    records = {}
+    for split in SPLITS:
+        if split not in dataset_dict:
+            continue
+        dataset = dataset_dict[split]
+        names = _class_label_names(dataset.features)
+        records[split] = [
+            (f"{source.dataset_name}[{split}][{index}]", _decode_class_labels(row, names))
+            for index, row in enumerate(dataset)
+        ]
+    return records
+
+
+def _class_label_names(features: Features) -> dict[str, list[str]]:
+    """Columns whose integers stand for names (`ClassLabel`, or a list of them), with those names."""
+    names = {}
+    for column, feature in features.items():
+        inner = getattr(feature, "feature", None)
+        if isinstance(feature, ClassLabel):
+            names[column] = feature.names
+        elif isinstance(feature, (List, Sequence)) and isinstance(inner, ClassLabel):
+            names[column] = inner.names
+    return names
+
+
+def _decode_class_labels(row: dict[str, Any], names: dict[str, list[str]]) -> dict[str, Any]:
+    for column, labels in names.items():
+        value = row[column]
+        row[column] = [labels[v] for v in value] if isinstance(value, list) else labels[value]
+    return row
+
+
+def _column(where: str, record: dict[str, Any], column: str) -> Any:
+    if column not in record:
+        raise HfMtlError(f"{where}: no column {column!r} (columns: {sorted(record)})")
+    return record[column]
+
+
+def _label_id(where: str, raw: Any, task: TaskSpec, label_map: dict[str, str]) -> int:
+    label = label_map.get(str(raw), raw) if label_map else raw
+    if not isinstance(label, str) or label not in task.label2id:
+        mapped = f" (mapped from {raw!r})" if label is not raw else ""
+        raise HfMtlError(
+            f"{where}: label {label!r}{mapped} is not one of task {task.name!r}'s labels {list(task.labels)}"
+        )
+    return task.label2id[label]
+
+
+def _convert(where: str, record: dict[str, Any], source: DataSourceConfig, tasks: dict[str, TaskSpec]) -> dict:
+    row: dict[str, Any] = {}
+    if source.tokens_column is not None:
+        tokens = _column(where, record, source.tokens_column)
+        if not isinstance(tokens, list) or not tokens:
+            raise HfMtlError(f"{where}: column {source.tokens_column!r} must be a non-empty list of words")
+        if not all(isinstance(token, str) and token.strip() for token in tokens):
+            raise HfMtlError(f"{where}: column {source.tokens_column!r} holds an empty or non-text word")
+        row["tokens"] = tokens
+    else:
+        text = _column(where, record, source.text_column)
+        if not isinstance(text, str) or not text.strip():
+            raise HfMtlError(f"{where}: column {source.text_column!r} is empty")
+        row["text"] = text
+    for task_name, column in source.label_columns.items():
+        task = tasks[task_name]
+        value = _column(where, record, column)
+        label_map = source.label_maps.get(task_name, {})
+        if task.is_token_task:
+            if not isinstance(value, list) or len(value) != len(row["tokens"]):
+                count = len(value) if isinstance(value, list) else "no list of"
+                raise HfMtlError(f"{where}: {count} tags in {column!r} for {len(row['tokens'])} words")
+            row[task.label_key] = [_label_id(where, tag, task, label_map) for tag in value]
+        else:
+            row[task.label_key] = _label_id(where, value, task, label_map)
+    return row
+
+
+def _features(source: DataSourceConfig, tasks: dict[str, TaskSpec]) -> Features:
+    features = {"tokens": List(Value("string"))} if source.tokens_column else {"text": Value("string")}
+    for task_name in source.label_columns:
+        task = tasks[task_name]
+        features[task.label_key] = List(Value("int64")) if task.is_token_task else Value("int64")
+    return Features(features)
+
+
+def parse_sources(
+    entries: list[dict[str, Any]], tasks: list[TaskSpec], where: str = "datasets"
+) -> list[DataSourceConfig]:
+    """Validates the `datasets` list of a run config; source names must be unique."""
+    if not isinstance(entries, list) or not entries:
+        raise HfMtlError(f"{where}: expected a non-empty list of data sets, got {entries!r}")
+    sources = [DataSourceConfig.from_dict(entry, tasks, where) for entry in entries]
+    names = [source.name for source in sources]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise HfMtlError(f"{where}: data set name(s) {duplicates} appear more than once")
+    return sources

@@ -1,0 +1,64 @@
+"""Task heads: each owns its dropout and linear layer, knows its kind, and computes its own loss."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .tasks import TaskSpec
+
+IGNORE_INDEX = -100
+
+
+class TaskHead(nn.Module):
+    """Dropout + linear layer over the encoder's output, with a masked cross-entropy loss.
+
+    Args:
+        task (`TaskSpec`): The task this head predicts.
+        hidden_size (`int`): Width of the encoder's output.
+        dropout (`float`): Dropout probability before the linear layer.
+    """
+
+    def __init__(self, task: TaskSpec, hidden_size: int, dropout: float):
+        super().__init__()
+        self.task = task
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(hidden_size, len(task.labels))
+
+    def select_features(self, sequence_output: torch.Tensor, pooled_output: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, sequence_output: torch.Tensor, pooled_output: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.dropout(self.select_features(sequence_output, pooled_output)))
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy over the labelled positions; exactly 0 (never NaN) when there are none.
+
+        A batch drawn from a corpus labelled for another task carries only `-100` for this task: it then adds
+        nothing to the loss and nothing to the gradients, instead of the `0 / 0` of a plain mean.
+        """
+        labels = labels.to(logits.device).reshape(-1)
+        logits = logits.reshape(-1, logits.shape[-1]).float()
+        total = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="sum")
+        count = (labels != IGNORE_INDEX).sum().clamp(min=1)
+        return total / count
+
+
+class SequenceClassificationHead(TaskHead):
+    """One prediction per sequence, from the pooled [CLS] output."""
+
+    def select_features(self, sequence_output: torch.Tensor, pooled_output: torch.Tensor) -> torch.Tensor:
+        return pooled_output
+
+
+class TokenClassificationHead(TaskHead):
+    """One prediction per token, from every position of the last hidden state."""
+
+    def select_features(self, sequence_output: torch.Tensor, pooled_output: torch.Tensor) -> torch.Tensor:
+        return sequence_output
+
+
+def build_head(task: TaskSpec, hidden_size: int, dropout: float) -> TaskHead:
+    head_class = TokenClassificationHead if task.is_token_task else SequenceClassificationHead
+    return head_class(task, hidden_size, dropout)

@@ -1,0 +1,289 @@
+#!/usr/bin/env python
+"""Train, evaluate and predict with a multi-task model (one shared encoder, a head per task) on the CPU.
+
+    python run_mtl.py configs/demo.yaml                      # a YAML or JSON file as the base
+    python run_mtl.py configs/demo.yaml --num_train_epochs 2 # flags override the file
+    python run_mtl.py --config configs/demo.yaml --do_predict
+
+Every `TrainingArguments` flag works, plus the model and data arguments of `hf_mtl.arguments`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import datasets
+import transformers
+import yaml
+from datasets import Dataset, concatenate_datasets
+from transformers import AutoConfig, AutoTokenizer, HfArgumentParser, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+
+import hf_mtl
+from hf_mtl.arguments import DataArguments, ModelArguments, MultiTaskTrainingArguments
+from hf_mtl.data import mix_datasets, tokenize_and_align
+from hf_mtl.data.sources import LoadedSource, load_source, parse_sources
+from hf_mtl.errors import HfMtlError
+from hf_mtl.metrics import build_compute_metrics, preprocess_logits_for_metrics
+from hf_mtl.model_card import ModelCardInputs, build_model_card, non_default_arguments
+from hf_mtl.modeling_mtl import MultiTaskModel
+from hf_mtl.packaged_encoder import resolve_encoder
+from hf_mtl.predictions import write_predictions
+from hf_mtl.tasks import TaskSpec, parse_tasks
+from hf_mtl.trainer import MultiTaskTrainer
+
+logger = logging.getLogger("run_mtl")
+ARGUMENT_CLASSES = (ModelArguments, DataArguments, MultiTaskTrainingArguments)
+
+
+def load_config_file(path: str) -> dict[str, Any]:
+    """A flat mapping of argument names to values, from a YAML or JSON file."""
+    file = Path(path)
+    if not file.is_file():
+        raise HfMtlError(f"{path}: no such config file")
+    try:
+        values = json.loads(file.read_text()) if file.suffix == ".json" else yaml.safe_load(file.read_text())
+    except (json.JSONDecodeError, yaml.YAMLError) as err:
+        kind = "JSON" if file.suffix == ".json" else "YAML"
+        raise HfMtlError(f"{path}: not valid {kind}: {err}".splitlines()[0]) from None
+    if not isinstance(values, dict):
+        raise HfMtlError(f"{path}: expected a mapping of argument names to values")
+    known = {f.name for cls in ARGUMENT_CLASSES for f in cls.__dataclass_fields__.values() if f.init}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise HfMtlError(f"{path}: unknown key(s) {unknown}; see `python run_mtl.py --help`")
+    return values
+
+
+def parse_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, MultiTaskTrainingArguments]:
+    """Parses `[config.yaml|config.json] [--config FILE] [--flag value ...]`: the file first, flags on top."""
+    argv = list(argv)
+    config_path = None
+    if "--config" in argv:
+        index = argv.index("--config")
+        if index + 1 >= len(argv):
+            raise HfMtlError("--config needs a file path")
+        config_path = argv[index + 1]
+        del argv[index : index + 2]
+    elif argv and argv[0].endswith((".yaml", ".yml", ".json")):
+        config_path = argv.pop(0)
+    parser = HfArgumentParser(ARGUMENT_CLASSES)
+    if config_path is not None:
+        parser.set_defaults(**load_config_file(config_path))
+    model_args, data_args, training_args, unknown = parser.parse_args_into_dataclasses(
+        args=argv, return_remaining_strings=True
+    )
+    if unknown:
+        raise HfMtlError(f"unknown argument(s) {unknown}; see `python run_mtl.py --help`")
+    return model_args, data_args, training_args
+
+
+def resolve_tasks(model_args: ModelArguments) -> tuple[list[TaskSpec], bool]:
+    """The tasks to train, and whether `model_name_or_path` is a saved hf_mtl model (whose tasks win)."""
+    path = Path(model_args.model_name_or_path)
+    if (path / "config.json").is_file():
+        config = json.loads((path / "config.json").read_text())
+        if config.get("model_type") == hf_mtl.MultiTaskConfig.model_type:
+            saved = parse_tasks(config.get("tasks"), where=str(path / "config.json"))
+            if model_args.tasks is not None and parse_tasks(model_args.tasks) != saved:
+                raise HfMtlError(
+                    f"{path}: the saved model's tasks {[t.to_dict() for t in saved]} differ from --tasks; "
+                    "drop --tasks or start from an encoder"
+                )
+            return saved, True
+    return parse_tasks(model_args.tasks, where="--tasks"), False
+
+
+def check_output_dir(training_args: MultiTaskTrainingArguments) -> str | None:
+    """The checkpoint to resume from; refuses to train into a non-empty folder unless asked to."""
+    output_dir = Path(training_args.output_dir)
+    if not training_args.do_train or not output_dir.is_dir() or not any(output_dir.iterdir()):
+        return training_args.resume_from_checkpoint
+    last_checkpoint = get_last_checkpoint(str(output_dir))
+    if training_args.resume_from_checkpoint is not None or training_args.overwrite_output_dir:
+        return training_args.resume_from_checkpoint
+    if last_checkpoint is not None:
+        logger.info("Resuming from %s; pass --overwrite_output_dir to start over", last_checkpoint)
+        return last_checkpoint
+    raise HfMtlError(f"--output_dir {output_dir} already holds files; pass --overwrite_output_dir or another folder")
+
+
+def tokenized_split(
+    loaded: list[LoadedSource],
+    split: str,
+    tokenizer,
+    tasks: list[TaskSpec],
+    data_args: DataArguments,
+    limit: int | None,
+) -> dict[str, Dataset]:
+    out = {}
+    for source in loaded:
+        if split not in source.splits:
+            continue
+        rows = source.splits[split]
+        if limit is not None:
+            rows = rows.select(range(min(limit, len(rows))))
+            source.splits[split] = rows
+        out[source.config.name] = tokenize_and_align(
+            rows,
+            tokenizer,
+            tasks,
+            data_args.max_seq_length,
+            data_args.preprocessing_num_workers,
+            desc=f"Tokenising {source.config.name}/{split}",
+        )
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    """Runs `run_mtl.py` with `argv` (default: `sys.argv[1:]`); returns all final metrics."""
+    model_args, data_args, training_args = parse_args(sys.argv[1:] if argv is None else argv)
+    return run(model_args, data_args, training_args)
+
+
+def run(model_args: ModelArguments, data_args: DataArguments, training_args: MultiTaskTrainingArguments) -> dict:
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
+    log_level = training_args.get_process_log_level()
+    for library_logger in (logger, logging.getLogger("hf_mtl")):
+        library_logger.setLevel(log_level)
+    datasets.utils.logging.set_verbosity(log_level)
+    transformers.utils.logging.set_verbosity(log_level)
+
+    # Everything a bad flag or file can break is checked before the first write to output_dir.
+    tasks, from_saved_model = resolve_tasks(model_args)
+    sources = parse_sources(data_args.datasets, tasks, where="--datasets")
+    resume_from = check_output_dir(training_args)
+    loaded = [load_source(source, tasks) for source in sources]
+    set_seed(training_args.seed)
+
+    model_path = resolve_encoder(model_args.model_name_or_path)
+    tokenizer = AutoTokenizer.from_pretrained(
+        resolve_encoder(model_args.tokenizer_name or model_args.model_name_or_path)
+    )
+    if from_saved_model:
+        model = MultiTaskModel.from_pretrained(model_path)
+    else:
+        if AutoConfig.from_pretrained(model_path).model_type == hf_mtl.MultiTaskConfig.model_type:
+            raise HfMtlError(f"{model_path}: looks like an hf_mtl model but has no local config.json")
+        model = MultiTaskModel.from_encoder(
+            model_path, [task.to_dict() for task in tasks], classifier_dropout=model_args.classifier_dropout
+        )
+
+    train = tokenized_split(loaded, "train", tokenizer, tasks, data_args, data_args.max_train_samples)
+    evals = tokenized_split(loaded, "validation", tokenizer, tasks, data_args, data_args.max_eval_samples)
+    tests = tokenized_split(loaded, "test", tokenizer, tasks, data_args, data_args.max_predict_samples)
+    for flag, split, needed in (
+        ("--do_train", "train", train),
+        ("--do_eval", "validation", evals),
+        ("--do_predict", "test", tests),
+    ):
+        if getattr(training_args, flag[2:]) and not needed:
+            raise HfMtlError(f"{flag}: no data set has a {split} split")
+
+    train_dataset = None
+    if training_args.do_train:
+        train_dataset = mix_datasets(
+            train,
+            data_args.mixing_strategy,
+            data_args.mixing_temperature,
+            training_args.seed,
+            data_args.stopping_strategy,
+        )
+        logger.info("Training on %d rows mixed from %s", len(train_dataset), {k: len(v) for k, v in train.items()})
+    # One eval set: each row is scored only for the tasks it labels, so each task is measured on its own corpus.
+    eval_dataset = concatenate_datasets(list(evals.values())) if evals else None
+
+    trainer = MultiTaskTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset if training_args.eval_strategy != "no" or training_args.do_eval else None,
+        processing_class=tokenizer,
+        compute_metrics=build_compute_metrics(tasks),
+        preprocess_logits_for_metrics=preprocess_logits_for_metrics,
+    )
+
+    all_metrics: dict[str, float] = {}
+    if training_args.do_train:
+        result = trainer.train(resume_from_checkpoint=resume_from)
+        trainer.save_model()
+        metrics = {**result.metrics, "train_samples": len(train_dataset)}
+        trainer.log_metrics("train", metrics)
+        trainer.save_metrics("train", metrics)
+        trainer.save_state()
+        all_metrics.update(metrics)
+    if training_args.do_eval:
+        metrics = {**trainer.evaluate(eval_dataset), "eval_samples": len(eval_dataset)}
+        trainer.log_metrics("eval", metrics)
+        trainer.save_metrics("eval", metrics)
+        all_metrics.update(metrics)
+    if training_args.do_predict:
+        test_dataset = concatenate_datasets(list(tests.values()))
+        output = trainer.predict(test_dataset, metric_key_prefix="test")
+        metrics = {**output.metrics, "test_samples": len(test_dataset)}
+        trainer.log_metrics("test", metrics)
+        trainer.save_metrics("test", metrics)
+        all_metrics.update(metrics)
+        if trainer.is_world_process_zero():
+            path = Path(training_args.output_dir) / "predictions.jsonl"
+            write_predictions(path, loaded, output.predictions, tokenizer, tasks, data_args.max_seq_length)
+            logger.info("Predictions written to %s", path)
+    if trainer.is_world_process_zero() and (training_args.do_eval or training_args.do_predict):
+        trainer.save_metrics("all", all_metrics, combined=True)
+
+    if training_args.do_train and trainer.is_world_process_zero():
+        write_card(trainer, model_args, data_args, training_args, sources, tasks, all_metrics)
+    return all_metrics
+
+
+def write_card(trainer, model_args, data_args, training_args, sources, tasks, metrics) -> None:
+    import huggingface_hub
+    import torch
+
+    base_model = model_args.model_name_or_path
+    if Path(base_model).exists():  # a local folder is no Hub id: say nothing rather than something wrong
+        base_model = None
+    inputs = ModelCardInputs(
+        model_name=Path(training_args.output_dir).name,
+        tasks=tasks,
+        base_model=base_model,
+        sources=sources,
+        metrics=metrics,
+        log_history=trainer.state.log_history,
+        hyperparameters=non_default_arguments(training_args),
+        license=model_args.model_card_license,
+        mixing=str(data_args.mixing_strategy.value),
+        max_seq_length=data_args.max_seq_length,
+        versions={
+            "hf_mtl": hf_mtl.__version__,
+            "transformers": transformers.__version__,
+            "torch": torch.__version__,
+            "datasets": datasets.__version__,
+            "huggingface_hub": huggingface_hub.__version__,
+        },
+    )
+    card = build_model_card(inputs, model_path=training_args.output_dir)
+    card.save(os.path.join(training_args.output_dir, "README.md"))
+    logger.info("Model card written to %s", os.path.join(training_args.output_dir, "README.md"))
+
+
+def cli() -> int:
+    debug = "--debug" in sys.argv
+    argv = [arg for arg in sys.argv[1:] if arg != "--debug"]
+    try:
+        main(argv)
+    except HfMtlError as err:
+        if debug:
+            raise
+        print(f"run_mtl.py: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -1,0 +1,75 @@
+"""Shared fixtures: a tiny random BERT (hidden 32, 2 layers) and a local word-piece vocab; no network."""
+
+from __future__ import annotations
+
+import json
+import string
+from collections import Counter
+from importlib import resources
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import BertConfig, BertModel, BertTokenizer
+
+from hf_mtl import MultiTaskConfig, MultiTaskModel
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+TOPIC_TASK = {"name": "topic", "kind": "sequence_classification", "labels": ["food", "travel", "other"], "weight": 0.5}
+
+
+def _vocab() -> list[str]:
+    """Specials, single characters (so any word splits into pieces), and the demo set's frequent words."""
+    words = Counter()
+    for split in ("train", "validation", "test"):
+        text = (resources.files("hf_mtl") / "demo_data" / f"{split}.jsonl").read_text()
+        for line in text.splitlines():
+            words.update(token.lower() for token in json.loads(line)["tokens"])
+    characters = list(string.ascii_lowercase + string.digits + string.punctuation)
+    pieces = ["##" + c for c in string.ascii_lowercase + string.digits]
+    frequent = [w for w, _ in words.most_common(400) if w not in characters and len(w) > 1]
+    return ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *characters, *pieces, *frequent]
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory) -> Path:
+    """A saved tiny BERT encoder + tokenizer, usable as `model_name_or_path`."""
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    vocab = _vocab()
+    tokenizer = BertTokenizer(vocab={token: i for i, token in enumerate(vocab)}, model_max_length=64)
+    tokenizer.save_pretrained(folder)
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+        max_position_embeddings=64,
+    )
+    BertModel(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tokenizer(tiny_dir):
+    return BertTokenizer.from_pretrained(tiny_dir)
+
+
+@pytest.fixture
+def tiny_config(tiny_dir) -> MultiTaskConfig:
+    return MultiTaskConfig(encoder=BertConfig.from_pretrained(tiny_dir))
+
+
+@pytest.fixture
+def tiny_model(tiny_dir) -> MultiTaskModel:
+    torch.manual_seed(0)
+    return MultiTaskModel.from_encoder(str(tiny_dir))
+
+
+def shared_file(*parts: str) -> Path:
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.is_file():
+        pytest.skip(f"real data not available: {path} is missing (it lives in ../shared/data beside the repo)")
+    return path
