@@ -72,7 +72,7 @@ def parse_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, MultiTas
         del argv[index : index + 2]
     elif argv and argv[0].endswith((".yaml", ".yml", ".json")):
         config_path = argv.pop(0)
-    parser = HfArgumentParser(ARGUMENT_CLASSES)
+    parser = HfArgumentParser(ARGUMENT_CLASSES, allow_abbrev=False)
     if config_path is not None:
         parser.set_defaults(**load_config_file(config_path))
     model_args, data_args, training_args, unknown = parser.parse_args_into_dataclasses(
@@ -174,6 +174,12 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Mul
             model_path, [task.to_dict() for task in tasks], classifier_dropout=model_args.classifier_dropout
         )
 
+    limit = min(tokenizer.model_max_length, getattr(model.config.encoder, "max_position_embeddings", 10**6))
+    if data_args.max_seq_length > limit:
+        logger.warning(
+            "--max_seq_length %d exceeds the model's maximum %d; using %d", data_args.max_seq_length, limit, limit
+        )
+        data_args.max_seq_length = limit
     train = tokenized_split(loaded, "train", tokenizer, tasks, data_args, data_args.max_train_samples)
     evals = tokenized_split(loaded, "validation", tokenizer, tasks, data_args, data_args.max_eval_samples)
     tests = tokenized_split(loaded, "test", tokenizer, tasks, data_args, data_args.max_predict_samples)
