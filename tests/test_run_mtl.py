@@ -14,21 +14,45 @@ from run_mtl import main
 from tests.conftest import TOPIC_TASK
 
 ROOT = Path(__file__).resolve().parents[1]
-FAST = ["--max_steps", "6", "--eval_strategy", "steps", "--eval_steps", "3", "--logging_steps", "3",
-        "--learning_rate", "1e-3", "--disable_tqdm", "true"]
+FAST = [
+    "--max_steps",
+    "6",
+    "--eval_strategy",
+    "steps",
+    "--eval_steps",
+    "3",
+    "--logging_steps",
+    "3",
+    "--learning_rate",
+    "1e-3",
+    "--disable_tqdm",
+    "true",
+]
 
 
 @pytest.fixture(scope="module")
 def demo_run(tiny_dir, tmp_path_factory):
     output_dir = tmp_path_factory.mktemp("demo-run")
-    metrics = main(["configs/demo.yaml", "--model_name_or_path", str(tiny_dir), "--output_dir", str(output_dir), *FAST])
+    metrics = main(
+        ["configs/demo.yaml", "--model_name_or_path", str(tiny_dir), "--output_dir", str(output_dir), *FAST]
+    )
     return output_dir, metrics
 
 
 def test_cli_writes_model_tokenizer_results_state_card_and_predictions(demo_run):
     output_dir, metrics = demo_run
-    for name in ("model.safetensors", "config.json", "tokenizer.json", "all_results.json", "trainer_state.json",
-                 "README.md", "predictions.jsonl", "train_results.json", "eval_results.json", "test_results.json"):
+    for name in (
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "all_results.json",
+        "trainer_state.json",
+        "README.md",
+        "predictions.jsonl",
+        "train_results.json",
+        "eval_results.json",
+        "test_results.json",
+    ):
         assert (output_dir / name).is_file(), name
     assert not list(output_dir.glob("*.bin")) or [p.name for p in output_dir.glob("*.bin")] == ["training_args.bin"]
     results = json.loads((output_dir / "all_results.json").read_text())
@@ -36,8 +60,14 @@ def test_cli_writes_model_tokenizer_results_state_card_and_predictions(demo_run)
         assert key in results and results[key] == pytest.approx(metrics[key])
     history = json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
     keys = set().union(*history)
-    assert {"sentiment_loss", "ner_loss", "eval_sentiment_loss", "eval_ner_loss", "eval_sentiment_accuracy",
-            "eval_ner_f1"} <= keys
+    assert {
+        "sentiment_loss",
+        "ner_loss",
+        "eval_sentiment_loss",
+        "eval_ner_loss",
+        "eval_sentiment_accuracy",
+        "eval_ner_f1",
+    } <= keys
 
 
 def test_predictions_are_label_names_per_word(demo_run):
@@ -70,7 +100,10 @@ def test_model_card_loads_with_both_tasks_in_model_index(demo_run):
     card = ModelCard.load(output_dir / "README.md")
     results = card.data.eval_results
     assert {(r.task_name, r.metric_type, r.dataset_split) for r in results} >= {
-        ("sentiment", "accuracy", "validation"), ("ner", "f1", "validation"), ("ner", "f1", "test")}
+        ("sentiment", "accuracy", "validation"),
+        ("ner", "f1", "validation"),
+        ("ner", "f1", "test"),
+    }
     ner_test = next(r for r in results if r.task_name == "ner" and r.dataset_split == "test")
     assert ner_test.metric_value == pytest.approx(metrics["test_ner_f1"])
     assert card.data.library_name == "transformers" and "hf_mtl" in card.data.tags
@@ -81,17 +114,37 @@ def test_model_card_loads_with_both_tasks_in_model_index(demo_run):
 
 def test_third_task_from_a_config_file_trains_and_saves(tiny_dir, tmp_path):
     topics = tmp_path / "topics.tsv"
-    topics.write_text("sentence\ttopic\n" + "".join(
-        f"{text}\t{topic}\n" for text, topic in [("the soup was cold", "food"), ("our flight was late", "travel"),
-                                                 ("great pizza here", "food"), ("nice hotel by the sea", "travel"),
-                                                 ("the printer broke", "other")] * 4))
+    topics.write_text(
+        "sentence\ttopic\n"
+        + "".join(
+            f"{text}\t{topic}\n"
+            for text, topic in [
+                ("the soup was cold", "food"),
+                ("our flight was late", "travel"),
+                ("great pizza here", "food"),
+                ("nice hotel by the sea", "travel"),
+                ("the printer broke", "other"),
+            ]
+            * 4
+        )
+    )
     config = {
         "model_name_or_path": str(tiny_dir),
         "tasks": hf_mtl.DEFAULT_TASKS + [TOPIC_TASK],
-        "datasets": [{"name": "demo", "dataset_name": "hf_mtl:demo"},
-                     {"name": "topics", "train_file": str(topics), "validation_file": str(topics),
-                      "text_column": "sentence", "label_columns": {"topic": "topic"}}],
-        "output_dir": str(tmp_path / "out"), "do_train": True, "do_eval": True, "report_to": "none",
+        "datasets": [
+            {"name": "demo", "dataset_name": "hf_mtl:demo"},
+            {
+                "name": "topics",
+                "train_file": str(topics),
+                "validation_file": str(topics),
+                "text_column": "sentence",
+                "label_columns": {"topic": "topic"},
+            },
+        ],
+        "output_dir": str(tmp_path / "out"),
+        "do_train": True,
+        "do_eval": True,
+        "report_to": "none",
     }
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
     metrics = main([str(tmp_path / "run.yaml"), *FAST])
@@ -102,8 +155,13 @@ def test_third_task_from_a_config_file_trains_and_saves(tiny_dir, tmp_path):
 
 
 def test_json_config_and_flag_override(tiny_dir, tmp_path):
-    config = {"model_name_or_path": str(tiny_dir), "output_dir": str(tmp_path / "out"), "do_eval": True,
-              "max_eval_samples": 10, "datasets": [{"name": "demo", "dataset_name": "hf_mtl:demo"}]}
+    config = {
+        "model_name_or_path": str(tiny_dir),
+        "output_dir": str(tmp_path / "out"),
+        "do_eval": True,
+        "max_eval_samples": 10,
+        "datasets": [{"name": "demo", "dataset_name": "hf_mtl:demo"}],
+    }
     (tmp_path / "run.json").write_text(json.dumps(config))
     metrics = main(["--config", str(tmp_path / "run.json"), "--max_eval_samples", "5", "--disable_tqdm", "true"])
     assert metrics["eval_samples"] == 5
@@ -113,9 +171,15 @@ def test_json_config_and_flag_override(tiny_dir, tmp_path):
     ("extra", "message"),
     [
         (["--learning_rat", "1"], "unknown argument(s) ['--learning_rat', '1']"),
-        (["--tasks", "[{\"name\": \"x\", \"kind\": \"span\", \"labels\": [\"a\", \"b\"]}]"], "unknown kind 'span'"),
-        (["--datasets", "[{\"name\": \"d\", \"train_file\": \"missing.tsv\", \"text_column\": \"t\", "
-          "\"label_columns\": {\"sentiment\": \"l\"}}]"], "missing.tsv: no such file"),
+        (["--tasks", '[{"name": "x", "kind": "span", "labels": ["a", "b"]}]'], "unknown kind 'span'"),
+        (
+            [
+                "--datasets",
+                '[{"name": "d", "train_file": "missing.tsv", "text_column": "t", '
+                '"label_columns": {"sentiment": "l"}}]',
+            ],
+            "missing.tsv: no such file",
+        ),
         (["--max_seq_length", "2"], "--max_seq_length must be at least 8"),
     ],
 )
@@ -123,7 +187,10 @@ def test_user_mistakes_exit_2_with_one_line_and_write_nothing(tmp_path, extra, m
     output_dir = tmp_path / "out"
     result = subprocess.run(
         [sys.executable, "run_mtl.py", "configs/demo.yaml", "--output_dir", str(output_dir), *extra],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 2
     last = result.stderr.strip().splitlines()[-1]

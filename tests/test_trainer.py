@@ -3,7 +3,13 @@ import math
 import pytest
 import torch
 
-from hf_mtl import MultiTaskTrainer, build_compute_metrics, parse_tasks, preprocess_logits_for_metrics, tokenize_and_align
+from hf_mtl import (
+    MultiTaskTrainer,
+    build_compute_metrics,
+    parse_tasks,
+    preprocess_logits_for_metrics,
+    tokenize_and_align,
+)
 from hf_mtl.arguments import MultiTaskTrainingArguments
 from hf_mtl.data.sources import DEMO_DATASET, load_source, parse_sources
 
@@ -75,8 +81,9 @@ def test_evaluation_on_a_one_task_dataset(tiny_model, tokenizer, demo, tmp_path)
 
 def test_window_average_skips_batches_without_the_task(tiny_model, tokenizer, demo, tmp_path):
     # Half the rows lose their sentiment label: sentiment_loss must average only the batches that have one.
-    rows = demo["train"].map(lambda row, i: {"sentiment_labels": row["sentiment_labels"] if i % 2 else -100},
-                             with_indices=True)
+    rows = demo["train"].map(
+        lambda row, i: {"sentiment_labels": row["sentiment_labels"] if i % 2 else -100}, with_indices=True
+    )
     trainer = _trainer(tiny_model, tokenizer, tmp_path, rows, demo["validation"], max_steps=2, logging_steps=2)
     trainer.train()
     log = next(h for h in trainer.state.log_history if "loss" in h)
@@ -85,8 +92,17 @@ def test_window_average_skips_batches_without_the_task(tiny_model, tokenizer, de
 
 
 def test_gradient_accumulation_keeps_loss_scale(tiny_model, tokenizer, demo, tmp_path):
-    trainer = _trainer(tiny_model, tokenizer, tmp_path, demo["train"], demo["validation"], max_steps=2, logging_steps=1,
-                       gradient_accumulation_steps=2, learning_rate=1e-9)
+    trainer = _trainer(
+        tiny_model,
+        tokenizer,
+        tmp_path,
+        demo["train"],
+        demo["validation"],
+        max_steps=2,
+        logging_steps=1,
+        gradient_accumulation_steps=2,
+        learning_rate=1e-9,
+    )
     trainer.train()
     logs = [h for h in trainer.state.log_history if "loss" in h]
     for log in logs:
