@@ -171,7 +171,10 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Mul
         if AutoConfig.from_pretrained(model_path).model_type == hf_mtl.MultiTaskConfig.model_type:
             raise HfMtlError(f"{model_path}: looks like an hf_mtl model but has no local config.json")
         model = MultiTaskModel.from_encoder(
-            model_path, [task.to_dict() for task in tasks], classifier_dropout=model_args.classifier_dropout
+            model_path,
+            [task.to_dict() for task in tasks],
+            classifier_dropout=model_args.classifier_dropout,
+            sentence_pooling=model_args.sentence_pooling,
         )
 
     limit = min(tokenizer.model_max_length, getattr(model.config.encoder, "max_position_embeddings", 10**6))

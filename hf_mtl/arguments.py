@@ -51,6 +51,13 @@ class ModelArguments:
     classifier_dropout: float | None = field(
         default=None, metadata={"help": "Dropout before the heads (default: the encoder's hidden dropout)."}
     )
+    sentence_pooling: str = field(
+        default="pooler",
+        metadata={
+            "help": "What sentence heads read: pooler (pooled [CLS]), cls ([CLS] state) or mean (mean over tokens, "
+            "as sentence-transformers checkpoints were trained). Ignored for a saved hf_mtl model."
+        },
+    )
     model_card_license: str | None = field(
         default=None,
         metadata={"help": "License id for the model card (default: the base model's, when known)."},

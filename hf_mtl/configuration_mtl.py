@@ -7,7 +7,10 @@ from typing import Any
 from transformers import AutoConfig, PretrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
+from .errors import HfMtlError
 from .tasks import TaskSpec, parse_tasks
+
+SENTENCE_POOLING = ("pooler", "cls", "mean")
 
 
 class MultiTaskConfig(PretrainedConfig):
@@ -24,6 +27,10 @@ class MultiTaskConfig(PretrainedConfig):
         classifier_dropout (`float`, *optional*):
             Dropout before each head. Defaults to the encoder's `classifier_dropout`, then its
             `hidden_dropout_prob`, then 0.1.
+        sentence_pooling (`str`, *optional*, defaults to `"pooler"`):
+            What sentence heads read: `pooler` (the encoder's pooled [CLS] output, or the [CLS] state when it has no
+            pooler), `cls` (the [CLS] hidden state) or `mean` (the mean over non-padding tokens, which is how
+            sentence-transformers checkpoints such as all-MiniLM-L6-v2 were trained).
 
     Example:
 
@@ -45,9 +52,12 @@ class MultiTaskConfig(PretrainedConfig):
     encoder: PretrainedConfig | dict | None = None
     tasks: list[dict[str, Any]] | None = None
     classifier_dropout: float | None = None
+    sentence_pooling: str = "pooler"
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
+        if self.sentence_pooling not in SENTENCE_POOLING:
+            raise HfMtlError(f"sentence_pooling {self.sentence_pooling!r} is not one of {list(SENTENCE_POOLING)}")
         # Validate once and store plain dicts, so that `config.json` stays readable and round-trips.
         self.tasks = [task.to_dict() for task in parse_tasks(self.tasks, where=f"{type(self).__name__}.tasks")]
 

@@ -143,9 +143,7 @@ class MultiTaskModel(MultiTaskPreTrainedModel):
             encoder_kwargs["token_type_ids"] = token_type_ids
         encoder_outputs = self.encoder(**{k: v for k, v in encoder_kwargs.items() if v is not None})
         sequence_output = encoder_outputs.last_hidden_state
-        pooled_output = getattr(encoder_outputs, "pooler_output", None)
-        if pooled_output is None:
-            pooled_output = sequence_output[:, 0]
+        pooled_output = self.sentence_representation(encoder_outputs, attention_mask)
 
         logits = {task.name: self.heads[task.name](sequence_output, pooled_output) for task in specs}
 
@@ -167,6 +165,19 @@ class MultiTaskModel(MultiTaskPreTrainedModel):
         )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         return output if return_dict else output.to_tuple()
+
+    def sentence_representation(self, encoder_outputs, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """What sentence heads read, per `config.sentence_pooling`: pooled [CLS], [CLS] state or masked mean."""
+        sequence_output = encoder_outputs.last_hidden_state
+        pooling = self.config.sentence_pooling
+        if pooling == "pooler" and getattr(encoder_outputs, "pooler_output", None) is not None:
+            return encoder_outputs.pooler_output
+        if pooling == "mean":
+            if attention_mask is None:
+                return sequence_output.mean(dim=1)
+            mask = attention_mask.unsqueeze(-1).to(sequence_output.dtype)
+            return (sequence_output * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+        return sequence_output[:, 0]
 
     def check_labels_match(self, tasks: list) -> None:
         """Raises if `tasks` (from data or flags) disagree with this model's tasks, label for label."""

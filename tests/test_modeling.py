@@ -113,3 +113,17 @@ def test_encoder_without_pooler_uses_cls_state(tokenizer):
         input_ids=encoding["input_ids"], attention_mask=encoding["attention_mask"]
     ).last_hidden_state
     torch.testing.assert_close(out.logits["sentiment"], model.heads["sentiment"].classifier(hidden[:, 0]))
+
+
+def test_mean_pooling_reads_the_masked_mean(tiny_dir, tokenizer):
+    model = MultiTaskModel.from_encoder(str(tiny_dir), sentence_pooling="mean").eval()
+    encoding = tokenizer(["anna loved paris", "bad"], padding=True, return_tensors="pt")
+    hidden = model.encoder(**encoding).last_hidden_state
+    mask = encoding["attention_mask"].unsqueeze(-1).float()
+    expected = model.heads["sentiment"].classifier((hidden * mask).sum(1) / mask.sum(1))
+    torch.testing.assert_close(model(**encoding).logits["sentiment"], expected)
+
+
+def test_unknown_sentence_pooling_is_an_error():
+    with pytest.raises(hf_mtl.HfMtlError, match="sentence_pooling 'max'"):
+        MultiTaskConfig(sentence_pooling="max")
