@@ -20,16 +20,16 @@ from typing import Any
 import datasets
 import transformers
 import yaml
-from datasets import Dataset, concatenate_datasets
+from datasets import Dataset
 from transformers import AutoConfig, AutoTokenizer, HfArgumentParser, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 import hf_mtl
 from hf_mtl.arguments import DataArguments, ModelArguments, MultiTaskTrainingArguments
 from hf_mtl.data import mix_datasets, tokenize_and_align
-from hf_mtl.data.sources import LoadedSource, load_source, parse_sources
+from hf_mtl.data.sources import LoadedSource, load_source, parse_sources, restrict_to_tasks
 from hf_mtl.errors import HfMtlError
-from hf_mtl.metrics import build_compute_metrics, preprocess_logits_for_metrics
+from hf_mtl.metrics import build_compute_metrics, merge_dataset_metrics, preprocess_logits_for_metrics
 from hf_mtl.model_card import ModelCardInputs, build_model_card, non_default_arguments
 from hf_mtl.modeling_mtl import MultiTaskModel
 from hf_mtl.packaged_encoder import resolve_encoder
@@ -140,6 +140,23 @@ def tokenized_split(
     return out
 
 
+def predict_each(
+    trainer: MultiTaskTrainer, tests: dict[str, Dataset], tasks: list[TaskSpec]
+) -> tuple[dict[str, float], dict[str, dict]]:
+    """Predicts each corpus's test split; metrics as `evaluate` gives them (prefixed per corpus when several)."""
+    metrics: dict[str, float] = {}
+    predictions = {}
+    for name, dataset in tests.items():
+        prefix = "test" if len(tests) == 1 else f"test_{name}"
+        output = trainer.predict(dataset, metric_key_prefix=prefix)
+        metrics.update(output.metrics)
+        predictions[name] = output.predictions
+    if len(tests) > 1:
+        metrics.update(merge_dataset_metrics(metrics, "test", list(tests), tasks))
+    metrics["test_samples"] = sum(len(dataset) for dataset in tests.values())
+    return metrics, predictions
+
+
 def main(argv: list[str] | None = None) -> dict[str, float]:
     """Runs `run_mtl.py` with `argv` (default: `sys.argv[1:]`); returns all final metrics."""
     model_args, data_args, training_args = parse_args(sys.argv[1:] if argv is None else argv)
@@ -156,7 +173,12 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Mul
 
     # Everything a bad flag or file can break is checked before the first write to output_dir.
     tasks, from_saved_model = resolve_tasks(model_args)
-    sources = parse_sources(data_args.datasets, tasks, where="--datasets")
+    entries = data_args.datasets
+    if model_args.only_tasks is not None:
+        if from_saved_model:
+            raise HfMtlError("--only_tasks: start from an encoder, not from a saved hf_mtl model with all its heads")
+        tasks, entries = restrict_to_tasks(tasks, entries, model_args.only_tasks)
+    sources = parse_sources(entries, tasks, where="--datasets")
     resume_from = check_output_dir(training_args)
     loaded = [load_source(source, tasks) for source in sources]
     set_seed(training_args.seed)
@@ -204,8 +226,9 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Mul
             data_args.stopping_strategy,
         )
         logger.info("Training on %d rows mixed from %s", len(train_dataset), {k: len(v) for k, v in train.items()})
-    # One eval set: each row is scored only for the tasks it labels, so each task is measured on its own corpus.
-    eval_dataset = concatenate_datasets(list(evals.values())) if evals else None
+    # One evaluation set per corpus: metrics come prefixed per corpus (eval_sst2_sentiment_accuracy) and merged per
+    # task, each task measured on the corpus that labels it.
+    eval_dataset = (next(iter(evals.values())) if len(evals) == 1 else evals) if evals else None
 
     trainer = MultiTaskTrainer(
         model=model,
@@ -227,20 +250,18 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Mul
         trainer.save_state()
         all_metrics.update(metrics)
     if training_args.do_eval:
-        metrics = {**trainer.evaluate(eval_dataset), "eval_samples": len(eval_dataset)}
+        metrics = {**trainer.evaluate(eval_dataset), "eval_samples": sum(len(d) for d in evals.values())}
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", metrics)
         all_metrics.update(metrics)
     if training_args.do_predict:
-        test_dataset = concatenate_datasets(list(tests.values()))
-        output = trainer.predict(test_dataset, metric_key_prefix="test")
-        metrics = {**output.metrics, "test_samples": len(test_dataset)}
+        metrics, predictions = predict_each(trainer, tests, tasks)
         trainer.log_metrics("test", metrics)
         trainer.save_metrics("test", metrics)
         all_metrics.update(metrics)
         if trainer.is_world_process_zero():
             path = Path(training_args.output_dir) / "predictions.jsonl"
-            write_predictions(path, loaded, output.predictions, tokenizer, tasks, data_args.max_seq_length)
+            write_predictions(path, loaded, predictions, tokenizer, tasks, data_args.max_seq_length)
             logger.info("Predictions written to %s", path)
     if trainer.is_world_process_zero() and (training_args.do_eval or training_args.do_predict):
         trainer.save_metrics("all", all_metrics, combined=True)

@@ -48,6 +48,13 @@ class ModelArguments:
             "Ignored when model_name_or_path is a saved hf_mtl model, whose tasks are used."
         },
     )
+    only_tasks: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Train and evaluate only these tasks (a single-task baseline: --only_tasks ner). Other heads are "
+            "not built, and corpora that label none of these tasks are left out."
+        },
+    )
     classifier_dropout: float | None = field(
         default=None, metadata={"help": "Dropout before the heads (default: the encoder's hidden dropout)."}
     )

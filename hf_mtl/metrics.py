@@ -99,4 +99,34 @@ def build_compute_metrics(tasks: list[TaskSpec]) -> Callable[[EvalPrediction], d
     return compute_metrics
 
 
-__all__ = ["build_compute_metrics", "preprocess_logits_for_metrics", "primary_metric"]
+def merge_dataset_metrics(
+    metrics: dict[str, float], prefix: str, dataset_names: list[str], tasks: list[TaskSpec]
+) -> dict[str, float]:
+    """Task-level metrics from per-data-set ones (`eval_sst2_sentiment_accuracy` -> `eval_sentiment_accuracy`).
+
+    A task scored on one data set takes that data set's metrics (and loss) unprefixed; a task scored on several gets
+    the mean of its primary metric. `{prefix}_combined_score` is the mean over tasks of their primary metric, so
+    `metric_for_best_model=combined_score` works with one evaluation set per task.
+    """
+    merged: dict[str, float] = {}
+    for task in tasks:
+        primary = primary_metric(task)
+        reporting = [name for name in dataset_names if f"{prefix}_{name}_{primary}" in metrics]
+        if len(reporting) == 1:
+            source_prefix = f"{prefix}_{reporting[0]}_{task.name}_"
+            for key, value in metrics.items():
+                if key.startswith(source_prefix):
+                    merged[f"{prefix}_{task.name}_{key[len(source_prefix) :]}"] = value
+        elif reporting:
+            merged[f"{prefix}_{primary}"] = float(
+                np.mean([metrics[f"{prefix}_{name}_{primary}"] for name in reporting])
+            )
+    primaries = [
+        merged[f"{prefix}_{primary_metric(task)}"] for task in tasks if f"{prefix}_{primary_metric(task)}" in merged
+    ]
+    if primaries:
+        merged[f"{prefix}_combined_score"] = float(np.mean(primaries))
+    return merged
+
+
+__all__ = ["build_compute_metrics", "merge_dataset_metrics", "preprocess_logits_for_metrics", "primary_metric"]

@@ -68,14 +68,16 @@ def _results(inputs: ModelCardInputs) -> list[dict[str, Any]]:
 
 def _eval_results(inputs: ModelCardInputs) -> list[EvalResult]:
     """The model-index: each task's primary metric, on validation and on test when present."""
-    dataset_names = [s.name for s in inputs.sources]
-    dataset_type = (_hub_datasets(inputs.sources) or dataset_names)[0]
     results = []
     for split in ("eval", "test"):
         for task in inputs.tasks:
             key = f"{split}_{primary_metric(task)}"
             if key not in inputs.metrics:
                 continue
+            # Each task is scored on the corpora that label it.
+            labelling = [s for s in inputs.sources if task.name in s.label_columns] or inputs.sources
+            dataset_names = [s.name for s in labelling]
+            dataset_type = (_hub_datasets(labelling) or dataset_names)[0]
             metric = primary_metric(task)[len(task.name) + 1 :]
             results.append(
                 EvalResult(

@@ -26,19 +26,19 @@ def word_tags(word_ids: list[int | None], token_predictions: np.ndarray, task: T
 
 def prediction_records(
     loaded: list[LoadedSource],
-    predictions: dict[str, np.ndarray],
+    predictions: dict[str, dict[str, np.ndarray]],
     tokenizer: PreTrainedTokenizerBase,
     tasks: list[TaskSpec],
     max_seq_length: int | None,
     split: str = "test",
 ) -> list[dict[str, Any]]:
-    """One record per row of `split`, in the order the rows were predicted (source by source)."""
+    """One record per row of `split`; `predictions` maps each source's name to its `{task: ids}` arrays."""
     records = []
-    index = 0
     for source in loaded:
         if split not in source.splits:
             continue
-        for row in source.splits[split]:
+        source_predictions = predictions[source.config.name]
+        for index, row in enumerate(source.splits[split]):
             is_split = row.get("tokens") is not None
             encoding = tokenizer(
                 row["tokens"] if is_split else row["text"],
@@ -55,7 +55,7 @@ def prediction_records(
             record: dict[str, Any] = {"dataset": source.config.name}
             record["tokens" if is_split else "text"] = words if is_split else row["text"]
             for task in tasks:
-                task_predictions = predictions[task.name][index]
+                task_predictions = source_predictions[task.name][index]
                 if task.is_token_task:
                     if not is_split:
                         record["words"] = words
@@ -63,7 +63,6 @@ def prediction_records(
                 else:
                     record[task.name] = task.labels[int(task_predictions)]
             records.append(record)
-            index += 1
     return records
 
 

@@ -10,6 +10,7 @@ from transformers import Trainer
 
 from .data.collator import MultiTaskDataCollator
 from .heads import IGNORE_INDEX
+from .metrics import merge_dataset_metrics
 
 
 class _TaskLossMeter:
@@ -85,6 +86,19 @@ class MultiTaskTrainer(Trainer):
         if "loss" in logs and not any(key.startswith("eval_") for key in logs):
             logs.update({f"{task}_loss": loss for task, loss in self._reduce_task_losses("train").items()})
         super().log(logs, start_time)
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """As [`~transformers.Trainer.evaluate`]; with one evaluation set per corpus (a dict), each set's metrics come
+        prefixed with its name and are also merged per task, with a `combined_score` over tasks (logged too)."""
+        datasets = eval_dataset if eval_dataset is not None else self.eval_dataset
+        metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        if isinstance(datasets, dict):
+            tasks = self.accelerator.unwrap_model(self.model).config.task_specs
+            merged = merge_dataset_metrics(metrics, metric_key_prefix, list(datasets), tasks)
+            if merged:
+                self.log(dict(merged))
+                metrics.update(merged)
+        return metrics
 
     def evaluation_loop(
         self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"

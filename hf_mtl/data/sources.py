@@ -256,6 +256,31 @@ def _features(source: DataSourceConfig, tasks: dict[str, TaskSpec]) -> Features:
     return Features(features)
 
 
+def restrict_to_tasks(
+    tasks: list[TaskSpec], entries: list[dict[str, Any]], names: list[str]
+) -> tuple[list[TaskSpec], list[dict[str, Any]]]:
+    """Keeps only the tasks in `names`, and only the data set entries that label one of them (their label columns
+    and maps cut down to those tasks): the single-task baseline, on the same code path as the multi-task run."""
+    known = [task.name for task in tasks]
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        raise HfMtlError(f"--only_tasks: unknown task(s) {unknown}; tasks: {known}")
+    kept_tasks = [task for task in tasks if task.name in names]
+    kept_entries = []
+    for entry in entries:
+        entry = dict(entry)
+        if entry.get("dataset_name") == DEMO_DATASET and not entry.get("label_columns"):
+            kept_entries.append(entry)  # the demo's default columns follow the tasks
+            continue
+        entry["label_columns"] = {t: c for t, c in (entry.get("label_columns") or {}).items() if t in names}
+        entry["label_maps"] = {t: m for t, m in (entry.get("label_maps") or {}).items() if t in names}
+        if entry["label_columns"]:
+            kept_entries.append(entry)
+    if not kept_entries:
+        raise HfMtlError(f"--only_tasks: no data set labels any of {sorted(names)}")
+    return kept_tasks, kept_entries
+
+
 def parse_sources(
     entries: list[dict[str, Any]], tasks: list[TaskSpec], where: str = "datasets"
 ) -> list[DataSourceConfig]:
