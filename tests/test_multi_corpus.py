@@ -1,0 +1,153 @@
+"""Two corpora, each labelled for one task: per-corpus evaluation, merged metrics, single-task baselines."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from transformers import AutoModel
+
+from hf_mtl import parse_tasks
+from hf_mtl.metrics import merge_dataset_metrics
+from run_mtl import main
+from tests.conftest import SHARED_DATA
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["--max_steps", "4", "--logging_steps", "2", "--learning_rate", "1e-3", "--disable_tqdm", "true"]
+
+
+def test_merge_dataset_metrics_maps_each_task_to_its_corpus():
+    tasks = parse_tasks(None)
+    metrics = {
+        "eval_sst_sentiment_accuracy": 0.8,
+        "eval_sst_sentiment_loss": 0.4,
+        "eval_sst_loss": 0.4,
+        "eval_conll_ner_f1": 0.5,
+        "eval_conll_ner_PER_f1": 0.6,
+        "eval_conll_combined_score": 0.5,
+    }
+    merged = merge_dataset_metrics(metrics, "eval", ["sst", "conll"], tasks)
+    assert merged == {
+        "eval_sentiment_accuracy": 0.8,
+        "eval_sentiment_loss": 0.4,
+        "eval_ner_f1": 0.5,
+        "eval_ner_PER_f1": 0.6,
+        "eval_combined_score": pytest.approx(0.65),
+    }
+    two = merge_dataset_metrics(
+        {"eval_a_sentiment_accuracy": 0.6, "eval_b_sentiment_accuracy": 0.8}, "eval", ["a", "b"], tasks
+    )
+    assert two == {"eval_sentiment_accuracy": pytest.approx(0.7), "eval_combined_score": pytest.approx(0.7)}
+
+
+@pytest.fixture
+def two_corpora(tmp_path, tiny_dir):
+    sentiment = tmp_path / "sent.tsv"
+    sentiment.write_text(
+        "sentence\tlabel\n"
+        + "".join(
+            f"{text}\t{label}\n"
+            for text, label in [("a great film", 1), ("dull and slow", 0), ("loved it", 1), ("a waste of time", 0)] * 5
+        )
+    )
+    ner = tmp_path / "ner.conll"
+    ner.write_text(
+        "".join(
+            f"{name}\tB-PER\nvisited\tO\n{city}\tB-LOC\n\n"
+            for name, city in [("Anna", "Paris"), ("Omar", "Rome"), ("Lena", "Oslo"), ("Ravi", "Lima")] * 5
+        )
+    )
+    config = {
+        "model_name_or_path": str(tiny_dir),
+        "datasets": [
+            {
+                "name": "sst",
+                "train_file": str(sentiment),
+                "validation_file": str(sentiment),
+                "text_column": "sentence",
+                "label_columns": {"sentiment": "label"},
+                "label_maps": {"sentiment": {"0": "negative", "1": "positive"}},
+            },
+            {
+                "name": "conll",
+                "format": "conll",
+                "train_file": str(ner),
+                "validation_file": str(ner),
+                "test_file": str(ner),
+                "label_columns": {"ner": "tags"},
+            },
+        ],
+        "do_train": True,
+        "do_eval": True,
+        "do_predict": True,
+        "report_to": "none",
+        "eval_strategy": "steps",
+        "eval_steps": 2,
+        "metric_for_best_model": "combined_score",
+    }
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_each_corpus_is_evaluated_on_its_own_and_merged(two_corpora, tmp_path):
+    output_dir = tmp_path / "mtl"
+    metrics = main([str(two_corpora), "--output_dir", str(output_dir), *FAST])
+    for key in (
+        "eval_sst_sentiment_accuracy",
+        "eval_conll_ner_f1",
+        "eval_sentiment_accuracy",
+        "eval_ner_f1",
+        "eval_combined_score",
+        "eval_sentiment_loss",
+        "eval_ner_loss",
+        "test_ner_f1",
+    ):
+        assert key in metrics, key
+    assert not any(key.startswith("eval_sst_ner") or key.startswith("eval_conll_sentiment") for key in metrics)
+    assert metrics["eval_combined_score"] == pytest.approx(
+        (metrics["eval_sentiment_accuracy"] + metrics["eval_ner_f1"]) / 2
+    )
+    history = json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
+    assert any("eval_combined_score" in entry for entry in history)
+    records = [json.loads(line) for line in (output_dir / "predictions.jsonl").read_text().splitlines()]
+    assert len(records) == 20 and {r["dataset"] for r in records} == {"conll"}
+
+
+def test_only_tasks_trains_a_single_task_baseline(two_corpora, tmp_path):
+    output_dir = tmp_path / "ner-only"
+    metrics = main([str(two_corpora), "--output_dir", str(output_dir), "--only_tasks", "ner", *FAST])
+    assert "eval_ner_f1" in metrics and not any("sentiment" in key for key in metrics)
+    model = AutoModel.from_pretrained(output_dir)
+    assert [task.name for task in model.config.task_specs] == ["ner"] and list(model.heads) == ["ner"]
+    assert metrics["train_samples"] == 20  # the sentiment corpus was left out
+
+
+def test_only_tasks_rejects_an_unknown_task(two_corpora, tmp_path):
+    from hf_mtl import HfMtlError
+
+    with pytest.raises(HfMtlError, match=r"--only_tasks: unknown task\(s\) \['topic'\]"):
+        main([str(two_corpora), "--output_dir", str(tmp_path / "x"), "--only_tasks", "topic"])
+
+
+@pytest.mark.integration
+def test_quality_benchmark_quick(tmp_path):
+    if not (SHARED_DATA / "wnut17" / "wnut17train.conll").is_file():
+        pytest.skip(f"real data not available: {SHARED_DATA} is missing")
+    output = tmp_path / "quality.json"
+    result = subprocess.run(
+        [sys.executable, "benchmarks/quality.py", "--quick", "--output", str(output)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads(output.read_text())
+    assert {row["run"] for row in results["runs"]} == {"single_sentiment", "single_ner", "multi_task"}
+    assert set(results["mixing"]) == {"proportional", "temperature_2", "equal"}
+    assert "sst2_dev_accuracy" not in results["summary"]["single_ner"]
+    assert 0 <= results["summary"]["multi_task"]["sst2_dev_accuracy"]["mean"] <= 1
+    assert "| multi_task |" in result.stdout
