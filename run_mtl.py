@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,14 @@ def load_config_file(path: str) -> dict[str, Any]:
     return values
 
 
+class ArgumentParser(HfArgumentParser):
+    """`HfArgumentParser` whose errors (bad choice, bad type) are [`HfMtlError`]s, like every other user mistake."""
+
+    def error(self, message: str):
+        # "argument --max_seq_length/--max-seq-length: invalid int value" -> "--max_seq_length: invalid int value"
+        raise HfMtlError(re.sub(r"^argument (--[\w]+)(/--[\w-]+)*:", r"\1:", message))
+
+
 def parse_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, MultiTaskTrainingArguments]:
     """Parses `[config.yaml|config.json] [--config FILE] [--flag value ...]`: the file first, flags on top."""
     argv = list(argv)
@@ -72,7 +81,7 @@ def parse_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, MultiTas
         del argv[index : index + 2]
     elif argv and argv[0].endswith((".yaml", ".yml", ".json")):
         config_path = argv.pop(0)
-    parser = HfArgumentParser(ARGUMENT_CLASSES, allow_abbrev=False)
+    parser = ArgumentParser(ARGUMENT_CLASSES, allow_abbrev=False)
     if config_path is not None:
         parser.set_defaults(**load_config_file(config_path))
     model_args, data_args, training_args, unknown = parser.parse_args_into_dataclasses(
@@ -97,6 +106,49 @@ def resolve_tasks(model_args: ModelArguments) -> tuple[list[TaskSpec], bool]:
                 )
             return saved, True
     return parse_tasks(model_args.tasks, where="--tasks"), False
+
+
+def refuse_pickled_weights(path: str, allowed: bool) -> None:
+    """A local folder whose only weights are pickled (`.bin`, `.pt`, `.pth`) is refused unless the user opts in:
+    unpickling can run arbitrary code, safetensors cannot."""
+    folder = Path(path)
+    if allowed or not folder.is_dir() or any(folder.glob("*.safetensors")):
+        return
+    pickled = sorted(
+        p for pattern in ("*.bin", "*.pt", "*.pth") for p in folder.glob(pattern) if p.name != "training_args.bin"
+    )
+    if pickled:
+        raise HfMtlError(
+            f"{pickled[0]}: pickled weights are not loaded (unpickling can run code); convert them to safetensors "
+            "or pass --allow_pickled_weights"
+        )
+
+
+def load_tokenizer_and_model(
+    model_args: ModelArguments, tasks: list[TaskSpec], from_saved_model: bool
+) -> tuple[transformers.PreTrainedTokenizerBase, MultiTaskModel]:
+    """The tokenizer and the model: a saved hf_mtl model as it is, or new heads on a pretrained encoder."""
+    model_path = resolve_encoder(model_args.model_name_or_path)
+    tokenizer_path = resolve_encoder(model_args.tokenizer_name or model_args.model_name_or_path)
+    refuse_pickled_weights(model_path, model_args.allow_pickled_weights)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
+        if from_saved_model:
+            return tokenizer, MultiTaskModel.from_pretrained(model_path)
+        if AutoConfig.from_pretrained(model_path).model_type == hf_mtl.MultiTaskConfig.model_type:
+            raise HfMtlError(f"{model_path}: looks like an hf_mtl model but has no local config.json")
+        model = MultiTaskModel.from_encoder(
+            model_path,
+            [task.to_dict() for task in tasks],
+            classifier_dropout=model_args.classifier_dropout,
+            sentence_pooling=model_args.sentence_pooling,
+        )
+    except HfMtlError:
+        raise
+    except (OSError, ValueError, KeyError) as err:
+        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise HfMtlError(f"--model_name_or_path {model_args.model_name_or_path}: cannot load ({first_line})") from err
+    return tokenizer, model
 
 
 def check_output_dir(training_args: MultiTaskTrainingArguments) -> str | None:
@@ -183,21 +235,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Mul
     loaded = [load_source(source, tasks) for source in sources]
     set_seed(training_args.seed)
 
-    model_path = resolve_encoder(model_args.model_name_or_path)
-    tokenizer = AutoTokenizer.from_pretrained(
-        resolve_encoder(model_args.tokenizer_name or model_args.model_name_or_path)
-    )
-    if from_saved_model:
-        model = MultiTaskModel.from_pretrained(model_path)
-    else:
-        if AutoConfig.from_pretrained(model_path).model_type == hf_mtl.MultiTaskConfig.model_type:
-            raise HfMtlError(f"{model_path}: looks like an hf_mtl model but has no local config.json")
-        model = MultiTaskModel.from_encoder(
-            model_path,
-            [task.to_dict() for task in tasks],
-            classifier_dropout=model_args.classifier_dropout,
-            sentence_pooling=model_args.sentence_pooling,
-        )
+    tokenizer, model = load_tokenizer_and_model(model_args, tasks, from_saved_model)
 
     limit = min(tokenizer.model_max_length, getattr(model.config.encoder, "max_position_embeddings", 10**6))
     if data_args.max_seq_length > limit:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -54,6 +55,10 @@ class ModelArguments:
             "help": "Train and evaluate only these tasks (a single-task baseline: --only_tasks ner). Other heads are "
             "not built, and corpora that label none of these tasks are left out."
         },
+    )
+    allow_pickled_weights: bool = field(
+        default=False,
+        metadata={"help": "Load a local model whose weights are pickled (.bin/.pt); unpickling can run code."},
     )
     classifier_dropout: float | None = field(
         default=None, metadata={"help": "Dropout before the heads (default: the encoder's hidden dropout)."}
@@ -112,6 +117,8 @@ class DataArguments:
         if self.datasets is None:
             self.datasets = [{"name": "demo", "dataset_name": DEMO_DATASET}]
         self.mixing_strategy = MixingStrategy(self.mixing_strategy)
+        if not (math.isfinite(self.mixing_temperature) and self.mixing_temperature > 0):
+            raise HfMtlError(f"--mixing_temperature must be a positive number, got {self.mixing_temperature}")
         if self.max_seq_length < 8:
             raise HfMtlError(f"--max_seq_length must be at least 8, got {self.max_seq_length}")
         for flag in ("max_train_samples", "max_eval_samples", "max_predict_samples"):
@@ -129,3 +136,14 @@ class MultiTaskTrainingArguments(TrainingArguments):
         default=False,
         metadata={"help": "Train into an output_dir that already holds files (else that is an error)."},
     )
+
+    def __post_init__(self):
+        # Checked before the parent's set-up, which may touch devices and folders.
+        if self.learning_rate <= 0:
+            raise HfMtlError(f"--learning_rate must be positive, got {self.learning_rate}")
+        for flag in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+            if getattr(self, flag) < 1:
+                raise HfMtlError(f"--{flag} must be at least 1, got {getattr(self, flag)}")
+        if self.num_train_epochs <= 0 and self.max_steps <= 0:
+            raise HfMtlError(f"--num_train_epochs must be positive (or set --max_steps), got {self.num_train_epochs}")
+        super().__post_init__()
