@@ -22,7 +22,7 @@ import datasets
 import transformers
 import yaml
 from datasets import Dataset
-from transformers import AutoConfig, AutoTokenizer, HfArgumentParser, set_seed
+from transformers import AutoConfig, AutoTokenizer, EarlyStoppingCallback, HfArgumentParser, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 import hf_mtl
@@ -30,11 +30,14 @@ from hf_mtl.arguments import DataArguments, ModelArguments, MultiTaskTrainingArg
 from hf_mtl.data import mix_datasets, tokenize_and_align
 from hf_mtl.data.sources import LoadedSource, load_source, parse_sources, restrict_to_tasks
 from hf_mtl.errors import HfMtlError
-from hf_mtl.metrics import build_compute_metrics, merge_dataset_metrics, preprocess_logits_for_metrics
+from hf_mtl.metrics import best_per_task, build_compute_metrics, merge_dataset_metrics, preprocess_logits_for_metrics
 from hf_mtl.model_card import ModelCardInputs, build_model_card, non_default_arguments
 from hf_mtl.modeling_mtl import MultiTaskModel
 from hf_mtl.packaged_encoder import resolve_encoder
+from hf_mtl.pipeline import MultiTaskPipeline
+from hf_mtl.plots import plot_training_curves
 from hf_mtl.predictions import write_predictions
+from hf_mtl.raw_text import read_texts, write_text_predictions
 from hf_mtl.tasks import TaskSpec, parse_tasks
 from hf_mtl.trainer import MultiTaskTrainer
 
@@ -125,7 +128,7 @@ def refuse_pickled_weights(path: str, allowed: bool) -> None:
 
 
 def load_tokenizer_and_model(
-    model_args: ModelArguments, tasks: list[TaskSpec], from_saved_model: bool
+    model_args: ModelArguments, tasks: list[TaskSpec], from_saved_model: bool, loss_weighting: str = "static"
 ) -> tuple[transformers.PreTrainedTokenizerBase, MultiTaskModel]:
     """The tokenizer and the model: a saved hf_mtl model as it is, or new heads on a pretrained encoder."""
     model_path = resolve_encoder(model_args.model_name_or_path)
@@ -142,6 +145,7 @@ def load_tokenizer_and_model(
             [task.to_dict() for task in tasks],
             classifier_dropout=model_args.classifier_dropout,
             sentence_pooling=model_args.sentence_pooling,
+            loss_weighting=getattr(loss_weighting, "value", loss_weighting),
         )
     except HfMtlError:
         raise
@@ -192,6 +196,20 @@ def tokenized_split(
     return out
 
 
+def predict_raw_text(model_args, training_args, tasks, from_saved_model, texts: list[str]) -> dict[str, float]:
+    """Labels the sentences of `--predict_file` with a trained model, without touching any data set."""
+    if not from_saved_model:
+        raise HfMtlError("--predict_file without --do_train needs --model_name_or_path to be a trained hf_mtl model")
+    tokenizer, model = load_tokenizer_and_model(model_args, tasks, from_saved_model, training_args.loss_weighting)
+    pipe = MultiTaskPipeline(model=model.eval(), tokenizer=tokenizer, device=training_args.device)
+    output_dir = Path(training_args.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    path = output_dir / "text_predictions.jsonl"
+    write_text_predictions(pipe, texts, path, training_args.per_device_eval_batch_size)
+    logger.info("Predictions for %d sentences written to %s", len(texts), path)
+    return {"predict_samples": len(texts)}
+
+
 def predict_each(
     trainer: MultiTaskTrainer, tests: dict[str, Dataset], tasks: list[TaskSpec]
 ) -> tuple[dict[str, float], dict[str, dict]]:
@@ -225,6 +243,11 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Mul
 
     # Everything a bad flag or file can break is checked before the first write to output_dir.
     tasks, from_saved_model = resolve_tasks(model_args)
+    if data_args.predict_file is not None and not training_args.do_predict:
+        raise HfMtlError("--predict_file is read by --do_predict; add --do_predict")
+    texts = read_texts(data_args.predict_file) if data_args.predict_file is not None else None
+    if texts is not None and not (training_args.do_train or training_args.do_eval):
+        return predict_raw_text(model_args, training_args, tasks, from_saved_model, texts)
     entries = data_args.datasets
     if model_args.only_tasks is not None:
         if from_saved_model:
@@ -235,7 +258,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Mul
     loaded = [load_source(source, tasks) for source in sources]
     set_seed(training_args.seed)
 
-    tokenizer, model = load_tokenizer_and_model(model_args, tasks, from_saved_model)
+    tokenizer, model = load_tokenizer_and_model(model_args, tasks, from_saved_model, training_args.loss_weighting)
 
     limit = min(tokenizer.model_max_length, getattr(model.config.encoder, "max_position_embeddings", 10**6))
     if data_args.max_seq_length > limit:
@@ -251,7 +274,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Mul
         ("--do_eval", "validation", evals),
         ("--do_predict", "test", tests),
     ):
-        if getattr(training_args, flag[2:]) and not needed:
+        if getattr(training_args, flag[2:]) and not needed and not (flag == "--do_predict" and texts is not None):
             raise HfMtlError(f"{flag}: no data set has a {split} split")
 
     train_dataset = None
@@ -276,6 +299,9 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Mul
         processing_class=tokenizer,
         compute_metrics=build_compute_metrics(tasks),
         preprocess_logits_for_metrics=preprocess_logits_for_metrics,
+        callbacks=[EarlyStoppingCallback(training_args.early_stopping_patience)]
+        if training_args.early_stopping_patience
+        else None,
     )
 
     all_metrics: dict[str, float] = {}
@@ -287,12 +313,21 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Mul
         trainer.save_metrics("train", metrics)
         trainer.save_state()
         all_metrics.update(metrics)
+        best = best_per_task(trainer.state.log_history, tasks)
+        if best and trainer.is_world_process_zero():
+            (Path(training_args.output_dir) / "best_per_task.json").write_text(json.dumps(best, indent=2) + "\n")
     if training_args.do_eval:
         metrics = {**trainer.evaluate(eval_dataset), "eval_samples": sum(len(d) for d in evals.values())}
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", metrics)
         all_metrics.update(metrics)
-    if training_args.do_predict:
+    if training_args.do_predict and texts is not None:
+        if trainer.is_world_process_zero():
+            pipe = MultiTaskPipeline(model=trainer.model, tokenizer=tokenizer, device=training_args.device)
+            path = Path(training_args.output_dir) / "text_predictions.jsonl"
+            write_text_predictions(pipe, texts, path, training_args.per_device_eval_batch_size)
+            logger.info("Predictions for %d sentences written to %s", len(texts), path)
+    elif training_args.do_predict:
         metrics, predictions = predict_each(trainer, tests, tasks)
         trainer.log_metrics("test", metrics)
         trainer.save_metrics("test", metrics)
@@ -316,6 +351,8 @@ def write_card(trainer, model_args, data_args, training_args, sources, tasks, me
     base_model = model_args.model_name_or_path
     if Path(base_model).exists():  # a local folder is no Hub id: say nothing rather than something wrong
         base_model = None
+    curves = "training_curves.png"
+    has_curves = plot_training_curves(trainer.state.log_history, tasks, Path(training_args.output_dir) / curves)
     inputs = ModelCardInputs(
         model_name=Path(training_args.output_dir).name,
         tasks=tasks,
@@ -327,6 +364,9 @@ def write_card(trainer, model_args, data_args, training_args, sources, tasks, me
         license=model_args.model_card_license,
         mixing=str(data_args.mixing_strategy.value),
         max_seq_length=data_args.max_seq_length,
+        curves_file=curves if has_curves else None,
+        loss_weighting=str(training_args.loss_weighting.value),
+        best_per_task=best_per_task(trainer.state.log_history, tasks),
         versions={
             "hf_mtl": hf_mtl.__version__,
             "transformers": transformers.__version__,
@@ -335,7 +375,7 @@ def write_card(trainer, model_args, data_args, training_args, sources, tasks, me
             "huggingface_hub": huggingface_hub.__version__,
         },
     )
-    card = build_model_card(inputs, model_path=training_args.output_dir)
+    card = build_model_card(inputs, model_path=training_args.hub_model_id or training_args.output_dir)
     card.save(os.path.join(training_args.output_dir, "README.md"))
     logger.info("Model card written to %s", os.path.join(training_args.output_dir, "README.md"))
 

@@ -50,6 +50,17 @@ MIXING = {
 }
 
 
+def _config_mixing() -> str:
+    import yaml
+
+    config = yaml.safe_load((ROOT / CONFIG).read_text())
+    strategy = config.get("mixing_strategy", "proportional")
+    return "temperature_2" if strategy == "temperature" and config.get("mixing_temperature", 2.0) == 2 else strategy
+
+
+CONFIG_MIXING = _config_mixing()
+
+
 def run(name: str, extra: list[str], seed: int, steps: int, limits: list[str], workdir: Path) -> dict:
     output_dir = workdir / f"{name}-seed{seed}"
     command = [
@@ -137,14 +148,18 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
-def update_docs(path: Path, body: str) -> None:
-    start, end = "<!-- quality:start -->", "<!-- quality:end -->"
+def update_docs(
+    path: Path, body: str, key: str = "quality", title: str = "Multi-task vs single-task quality (SST-2 + WNUT-17)"
+) -> None:
+    """Replaces (or appends) the section between `<!-- key:start -->` and `<!-- key:end -->`."""
+    start, end = f"<!-- {key}:start -->", f"<!-- {key}:end -->"
     text = path.read_text() if path.is_file() else "# Benchmarks\n"
     block = f"{start}\n{body}\n{end}"
     if start in text:
         text = text[: text.index(start)] + block + text[text.index(end) + len(end) :]
     else:
-        text = text.rstrip() + "\n\n## Multi-task vs single-task quality (SST-2 + WNUT-17)\n\n" + block + "\n"
+        text = text.rstrip() + f"\n\n## {title}\n\n" + block + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
 
 
@@ -187,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, extra in MIXING.items():
             strategy = extra[1]
             row = next((r for r in rows if r["run"] == "multi_task" and r["seed"] == seeds[0]), None)
-            if name != "temperature_2" or row is None:  # the config's own strategy is the multi_task run
+            if name != CONFIG_MIXING or row is None:  # the config's own strategy is the multi_task run
                 row = run(f"mixing_{name}", extra, seeds[0], steps, limits, workdir)
             mixing[name] = {**row, "ner_share": mixing_probabilities(sizes, strategy, 2.0)[1]}
 

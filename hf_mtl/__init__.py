@@ -7,6 +7,7 @@ from .data import DataSourceConfig, MixingStrategy, MultiTaskDataCollator, mix_d
 from .errors import HfMtlError
 from .metrics import build_compute_metrics, preprocess_logits_for_metrics
 from .modeling_mtl import MultiTaskModel, MultiTaskModelOutput
+from .pipeline import MultiTaskPipeline, register_pipeline
 from .tasks import DEFAULT_TASKS, TaskKind, TaskSpec, parse_tasks
 from .trainer import MultiTaskTrainer
 
@@ -15,6 +16,7 @@ __version__ = "0.1.0"
 # `AutoConfig.from_pretrained(dir)` / `AutoModel.from_pretrained(dir)` on a saved hf_mtl model, after `import hf_mtl`.
 AutoConfig.register(MultiTaskConfig.model_type, MultiTaskConfig, exist_ok=True)
 AutoModel.register(MultiTaskConfig, MultiTaskModel, exist_ok=True)
+register_pipeline()
 
 __all__ = [
     "DEFAULT_TASKS",
@@ -25,6 +27,7 @@ __all__ = [
     "MultiTaskDataCollator",
     "MultiTaskModel",
     "MultiTaskModelOutput",
+    "MultiTaskPipeline",
     "MultiTaskTrainer",
     "TaskKind",
     "TaskSpec",

@@ -12,6 +12,7 @@ from transformers import TrainingArguments
 from .data.mixing import MixingStrategy
 from .data.sources import DEMO_DATASET
 from .errors import HfMtlError
+from .loss_weighting import LossWeighting
 from .packaged_encoder import MINILM
 
 
@@ -111,6 +112,14 @@ class DataArguments:
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep the first N rows of each eval set."})
     max_predict_samples: int | None = field(default=None, metadata={"help": "Keep the first N rows of each test set."})
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenisation."})
+    predict_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "With --do_predict: raw sentences to label instead of the test splits, a .txt file (one per line) "
+            "or a .jsonl file with a 'text' field. Writes text_predictions.jsonl, one line per input, as the "
+            "multitask pipeline returns it."
+        },
+    )
 
     def __post_init__(self):
         self.datasets = _json_list(self.datasets, "datasets")
@@ -136,9 +145,41 @@ class MultiTaskTrainingArguments(TrainingArguments):
         default=False,
         metadata={"help": "Train into an output_dir that already holds files (else that is an error)."},
     )
+    loss_weighting: LossWeighting = field(
+        default=LossWeighting.STATIC,
+        metadata={
+            "help": "How task losses combine: static (config weights), uncertainty (learned log-variances, Kendall "
+            "et al. 2018), dwa (dynamic weight average, Liu et al. 2019) or pcgrad (projected conflicting "
+            "gradients on the shared encoder, Yu et al. 2020)."
+        },
+    )
+    dwa_temperature: float = field(default=2.0, metadata={"help": "T of dynamic weight average."})
+    log_grad_cosine: bool = field(
+        default=False,
+        metadata={
+            "help": "Log grad_cosine, the cosine between the tasks' gradients on the shared encoder, every "
+            "logging_steps (one extra backward pass per task on those steps)."
+        },
+    )
+    early_stopping_patience: int | None = field(
+        default=None,
+        metadata={
+            "help": "Stop after this many evaluations without improvement of metric_for_best_model "
+            "(default combined_score)."
+        },
+    )
 
     def __post_init__(self):
         # Checked before the parent's set-up, which may touch devices and folders.
+        self.loss_weighting = LossWeighting(self.loss_weighting)
+        if not (math.isfinite(self.dwa_temperature) and self.dwa_temperature > 0):
+            raise HfMtlError(f"--dwa_temperature must be a positive number, got {self.dwa_temperature}")
+        if self.early_stopping_patience is not None:
+            if self.early_stopping_patience < 1:
+                raise HfMtlError(f"--early_stopping_patience must be at least 1, got {self.early_stopping_patience}")
+            if self.eval_strategy in ("no", None):
+                raise HfMtlError("--early_stopping_patience needs evaluations: set --eval_strategy steps or epoch")
+            self.metric_for_best_model = self.metric_for_best_model or "combined_score"
         if self.learning_rate <= 0:
             raise HfMtlError(f"--learning_rate must be positive, got {self.learning_rate}")
         for flag in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):

@@ -7,7 +7,9 @@ from typing import Any
 from transformers import AutoConfig, PretrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
+from .auto_map import AUTO_MAP, write_config_module
 from .errors import HfMtlError
+from .loss_weighting import LossWeighting
 from .tasks import TaskSpec, parse_tasks
 
 SENTENCE_POOLING = ("pooler", "cls", "mean")
@@ -31,6 +33,9 @@ class MultiTaskConfig(PretrainedConfig):
             What sentence heads read: `pooler` (the encoder's pooled [CLS] output, or the [CLS] state when it has no
             pooler), `cls` (the [CLS] hidden state) or `mean` (the mean over non-padding tokens, which is how
             sentence-transformers checkpoints such as all-MiniLM-L6-v2 were trained).
+        loss_weighting (`str`, *optional*, defaults to `"static"`):
+            How task losses combine (see `hf_mtl.loss_weighting`). `uncertainty` gives the model one learned
+            log-variance per task (`log_variances`), saved with it; `dwa` and `pcgrad` are applied by the trainer.
 
     Example:
 
@@ -53,13 +58,23 @@ class MultiTaskConfig(PretrainedConfig):
     tasks: list[dict[str, Any]] | None = None
     classifier_dropout: float | None = None
     sentence_pooling: str = "pooler"
+    loss_weighting: str = "static"
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
+        # Lets `trust_remote_code=True` load the model where hf_mtl is installed but not imported.
+        self.auto_map = dict(AUTO_MAP)
+        weightings = [strategy.value for strategy in LossWeighting]
+        if self.loss_weighting not in weightings:
+            raise HfMtlError(f"loss_weighting {self.loss_weighting!r} is not one of {weightings}")
         if self.sentence_pooling not in SENTENCE_POOLING:
             raise HfMtlError(f"sentence_pooling {self.sentence_pooling!r} is not one of {list(SENTENCE_POOLING)}")
         # Validate once and store plain dicts, so that `config.json` stays readable and round-trips.
         self.tasks = [task.to_dict() for task in parse_tasks(self.tasks, where=f"{type(self).__name__}.tasks")]
+
+    def save_pretrained(self, save_directory, push_to_hub: bool = False, **kwargs):
+        super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
+        write_config_module(save_directory)
 
     @property
     def task_specs(self) -> list[TaskSpec]:

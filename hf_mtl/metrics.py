@@ -129,4 +129,22 @@ def merge_dataset_metrics(
     return merged
 
 
-__all__ = ["build_compute_metrics", "merge_dataset_metrics", "preprocess_logits_for_metrics", "primary_metric"]
+def best_per_task(log_history: list[dict], tasks: list[TaskSpec], prefix: str = "eval") -> dict[str, dict]:
+    """For each task, the step and value of its best evaluation (of its primary metric) during training."""
+    best = {}
+    for task in tasks:
+        key = f"{prefix}_{primary_metric(task)}"
+        scored = [(entry[key], entry["step"]) for entry in log_history if key in entry and "step" in entry]
+        if scored:
+            value, step = max(scored, key=lambda pair: (pair[0], -pair[1]))  # the earliest of equal bests
+            best[task.name] = {"metric": key, "value": value, "step": step, "checkpoint": f"checkpoint-{step}"}
+    return best
+
+
+__all__ = [
+    "best_per_task",
+    "build_compute_metrics",
+    "merge_dataset_metrics",
+    "preprocess_logits_for_metrics",
+    "primary_metric",
+]

@@ -39,6 +39,9 @@ class ModelCardInputs:
     mixing: str | None = None
     max_seq_length: int = 128
     versions: dict[str, str] = field(default_factory=dict)
+    curves_file: str | None = None
+    loss_weighting: str = "static"
+    best_per_task: dict[str, dict] = field(default_factory=dict)
 
 
 def _hub_datasets(sources: list[DataSourceConfig]) -> list[str]:
@@ -115,7 +118,8 @@ def _entity_tables(inputs: ModelCardInputs) -> list[dict[str, Any]]:
 
 def _training_log(inputs: ModelCardInputs) -> tuple[list[str], list[list[str]]]:
     """Columns: step, epoch, then every loss (combined and per task, train and eval) and each task's metric."""
-    wanted = ["loss"] + [f"{t.name}_loss" for t in inputs.tasks] + ["eval_loss"]
+    wanted = ["loss"] + [f"{t.name}_loss" for t in inputs.tasks] + [f"weight_{t.name}" for t in inputs.tasks]
+    wanted += ["grad_cosine", "eval_loss"]
     wanted += [f"eval_{t.name}_loss" for t in inputs.tasks] + [f"eval_{primary_metric(t)}" for t in inputs.tasks]
     by_step: dict[int, dict[str, Any]] = {}
     for entry in inputs.log_history:
@@ -129,6 +133,14 @@ def _training_log(inputs: ModelCardInputs) -> tuple[list[str], list[list[str]]]:
         epoch = f"{row['epoch']:.2f}" if row.get("epoch") is not None else ""
         rows.append([str(step), epoch] + [f"{row[key]:.4f}" if key in row else "" for key in columns])
     return ["step", "epoch"] + columns, rows
+
+
+def _final_weights(inputs: ModelCardInputs) -> dict[str, float]:
+    """Each task's loss weight as last logged (static, learned or dynamic)."""
+    weights = {}
+    for entry in inputs.log_history:
+        weights.update({key[len("weight_") :]: value for key, value in entry.items() if key.startswith("weight_")})
+    return weights
 
 
 def build_model_card(inputs: ModelCardInputs, model_path: str) -> ModelCard:
@@ -171,6 +183,10 @@ def build_model_card(inputs: ModelCardInputs, model_path: str) -> ModelCard:
         example_text="Maria Lopez loved the new cafe in Lisbon .",
         max_seq_length=inputs.max_seq_length,
         versions=inputs.versions,
+        curves_file=inputs.curves_file,
+        loss_weighting=inputs.loss_weighting,
+        final_weights=_final_weights(inputs),
+        best_per_task=inputs.best_per_task,
     )
 
 

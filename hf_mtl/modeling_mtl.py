@@ -9,9 +9,11 @@ from torch import nn
 from transformers import AutoModel, PreTrainedModel
 from transformers.utils import ModelOutput
 
+from .auto_map import write_model_module
 from .configuration_mtl import MultiTaskConfig
 from .errors import HfMtlError
-from .heads import TaskHead, build_head
+from .heads import IGNORE_INDEX, TaskHead, build_head
+from .loss_weighting import LossWeighting
 
 
 @dataclass
@@ -50,6 +52,8 @@ class MultiTaskPreTrainedModel(PreTrainedModel):
     accepts_loss_kwargs = False
 
     def _init_weights(self, module: nn.Module) -> None:
+        if getattr(module, "log_variances", None) is not None and isinstance(module, MultiTaskPreTrainedModel):
+            nn.init.zeros_(module.log_variances)
         if isinstance(module, TaskHead):
             std = getattr(self.config.encoder, "initializer_range", 0.02)
             nn.init.normal_(module.classifier.weight, mean=0.0, std=std)
@@ -82,6 +86,9 @@ class MultiTaskModel(MultiTaskPreTrainedModel):
         self.heads = nn.ModuleDict(
             {task.name: build_head(task, config.encoder.hidden_size, dropout) for task in config.task_specs}
         )
+        if config.loss_weighting == LossWeighting.UNCERTAINTY:
+            # s_t = log(sigma_t^2), one per task, in task order (Kendall, Gal & Cipolla, 2018).
+            self.log_variances = nn.Parameter(torch.zeros(len(config.task_specs)))
         self.post_init()
 
     @classmethod
@@ -154,7 +161,7 @@ class MultiTaskModel(MultiTaskPreTrainedModel):
                 task.name: self.heads[task.name].loss(logits[task.name], task_labels[task.label_key])
                 for task in labelled
             }
-            loss = sum(task.weight * task_losses[task.name] for task in labelled)
+            loss = self.combine_losses(task_losses, task_labels)
 
         output = MultiTaskModelOutput(
             loss=loss,
@@ -165,6 +172,36 @@ class MultiTaskModel(MultiTaskPreTrainedModel):
         )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         return output if return_dict else output.to_tuple()
+
+    def combine_losses(
+        self, task_losses: dict[str, torch.Tensor], task_labels: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """`sum_t w_t L_t`; with `loss_weighting="uncertainty"`, `sum_t w_t (exp(-s_t) L_t + s_t)` over the tasks
+        this batch labels (an unlabelled task's `s_t` is left alone, else it would drift down unopposed)."""
+        specs = {task.name: (index, task) for index, task in enumerate(self.config.task_specs)}
+        total = 0.0
+        for name, task_loss in task_losses.items():
+            index, task = specs[name]
+            if self.config.loss_weighting == LossWeighting.UNCERTAINTY:
+                labelled = (task_labels[task.label_key] != IGNORE_INDEX).any().to(task_loss.dtype)
+                log_variance = self.log_variances[index]
+                task_loss = torch.exp(-log_variance) * task_loss + labelled * log_variance
+            total = total + task.weight * task_loss
+        return total
+
+    def task_weights(self) -> dict[str, float]:
+        """Each task's current effective weight: `w_t`, or `w_t exp(-s_t)` under uncertainty weighting."""
+        weights = {task.name: task.weight for task in self.config.task_specs}
+        if self.config.loss_weighting == LossWeighting.UNCERTAINTY:
+            for index, name in enumerate(weights):
+                weights[name] *= float(torch.exp(-self.log_variances[index].detach()))
+        return weights
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """As [`~transformers.PreTrainedModel.save_pretrained`] (safetensors), plus the one-line module that lets
+        `AutoModel.from_pretrained(dir, trust_remote_code=True)` find the installed hf_mtl."""
+        super().save_pretrained(save_directory, *args, **kwargs)
+        write_model_module(save_directory)
 
     def sentence_representation(self, encoder_outputs, attention_mask: torch.Tensor | None) -> torch.Tensor:
         """What sentence heads read, per `config.sentence_pooling`: pooled [CLS], [CLS] state or masked mean."""

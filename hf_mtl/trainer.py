@@ -9,7 +9,9 @@ from torch import nn
 from transformers import Trainer
 
 from .data.collator import MultiTaskDataCollator
+from .errors import HfMtlError
 from .heads import IGNORE_INDEX
+from .loss_weighting import LossWeighting, dwa_weights, mean_pairwise_cosine, pcgrad_project
 from .metrics import merge_dataset_metrics
 
 
@@ -48,9 +50,21 @@ class MultiTaskTrainer(Trainer):
         super().__init__(
             model=model, args=args, data_collator=data_collator, processing_class=processing_class, **kwargs
         )
+        config = self.accelerator.unwrap_model(self.model).config
         if self.args.label_names is None:
-            self.label_names = list(self.accelerator.unwrap_model(self.model).config.label_names)
+            self.label_names = list(config.label_names)
         self._task_losses = {"train": _TaskLossMeter(), "eval": _TaskLossMeter()}
+        self._diagnostics = _TaskLossMeter()  # grad_cosine, averaged over a logging window like the losses
+        self.weighting = LossWeighting(getattr(self.args, "loss_weighting", LossWeighting.STATIC))
+        uses_uncertainty = config.loss_weighting == LossWeighting.UNCERTAINTY
+        if uses_uncertainty != (self.weighting == LossWeighting.UNCERTAINTY):
+            raise HfMtlError(
+                f"--loss_weighting {self.weighting.value} but the model was built with loss_weighting="
+                f"{config.loss_weighting!r}; uncertainty weighting needs MultiTaskConfig(loss_weighting='uncertainty')"
+            )
+        self._window_history: list[dict[str, float]] = []  # per-task window means, for DWA
+        self._dwa = {task.name: 1.0 for task in config.task_specs}
+        self._pcgrad_generator = torch.Generator().manual_seed(self.args.seed)
 
     def compute_loss(
         self,
@@ -60,6 +74,9 @@ class MultiTaskTrainer(Trainer):
         num_items_in_batch: torch.Tensor | int | None = None,
     ):
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        if model.training and self.weighting == LossWeighting.DWA:
+            weights = {t.name: t.weight for t in self.accelerator.unwrap_model(model).config.task_specs}
+            loss = sum(self._dwa[t] * weights[t] * task_loss for t, task_loss in outputs["task_losses"].items())
         meter = self._task_losses["train" if model.training else "eval"]
         for task, task_loss in (outputs.get("task_losses") or {}).items():
             labels = inputs.get(f"{task}_labels")
@@ -67,10 +84,65 @@ class MultiTaskTrainer(Trainer):
                 meter.add(task, task_loss.detach().item())
         return (loss, outputs) if return_outputs else loss
 
+    def training_step(self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch=None) -> torch.Tensor:
+        """The Trainer's step, except with PCGrad, and on logging steps when `log_grad_cosine` asks for the
+        cosine between the tasks' gradients on the shared encoder: there each task gets its own backward pass."""
+        logging_step = (self.state.global_step + 1) % max(int(self.args.logging_steps), 1) == 0
+        cosine = getattr(self.args, "log_grad_cosine", False) and logging_step
+        if self.weighting != LossWeighting.PCGRAD and not cosine:
+            return super().training_step(model, inputs, num_items_in_batch)
+        model.train()
+        inputs = self._prepare_inputs(inputs)
+        with self.compute_loss_context_manager():
+            loss, outputs = self.compute_loss(
+                model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch
+            )
+        scale = 1.0 / self.current_gradient_accumulation_steps
+        unwrapped = self.accelerator.unwrap_model(model)
+        shared = all_shared = [p for p in unwrapped.encoder.parameters() if p.requires_grad]
+        weights = {t.name: t.weight for t in unwrapped.config.task_specs}
+        present = [t for t in outputs["task_losses"] if bool((inputs[f"{t}_labels"] != IGNORE_INDEX).any())]
+        per_task = [
+            torch.autograd.grad(weights[t] * outputs["task_losses"][t], shared, retain_graph=True, allow_unused=True)
+            for t in present
+        ]
+        # Parameters no task reached this step (a pooler the heads do not read) get no gradient at all, as in a
+        # plain backward pass; DDP has already marked them as unused.
+        used = [any(grads[i] is not None for grads in per_task) for i in range(len(shared))]
+        shared = [p for p, is_used in zip(shared, used) if is_used]
+        gradients = [
+            torch.cat(
+                [
+                    (g if g is not None else torch.zeros_like(p)).reshape(-1)
+                    for g, p, u in zip(grads, all_shared, used)
+                    if u
+                ]
+            )
+            for grads in per_task
+        ]
+        if cosine and len(gradients) > 1:
+            self._diagnostics.add("grad_cosine", mean_pairwise_cosine(gradients))
+        if self.weighting != LossWeighting.PCGRAD or len(gradients) < 2:
+            self.accelerator.backward(loss * scale)
+            return loss.detach() * scale
+        combined = torch.stack(pcgrad_project(gradients, self._pcgrad_generator)).sum(dim=0)
+        shared_ids = {id(p) for p in all_shared}
+        others = [p for p in unwrapped.parameters() if p.requires_grad and id(p) not in shared_ids]
+        other_grads = torch.autograd.grad(loss, others, allow_unused=True, retain_graph=True)
+        # A surrogate whose gradient is exactly the projected one: backward through it goes through the
+        # accelerator (and so through DDP's all-reduce), like any other loss.
+        surrogate = sum((p * g).sum() for p, g in zip(shared, _unflatten(combined, shared)))
+        surrogate = surrogate + sum((p * g).sum() for p, g in zip(others, other_grads) if g is not None)
+        self.accelerator.backward(surrogate * scale)
+        return loss.detach() * scale
+
     def _reduce_task_losses(self, mode: str) -> dict[str, float]:
         """Averages the window's task losses over every process (sum of sums / sum of counts), then resets."""
         meter = self._task_losses[mode]
         tasks = [task.name for task in self.accelerator.unwrap_model(self.model).config.task_specs]
+        return self._reduce(meter, tasks)
+
+    def _reduce(self, meter: _TaskLossMeter, tasks: list[str]) -> dict[str, float]:
         totals = torch.tensor(
             [[meter.sums.get(task, 0.0), float(meter.counts.get(task, 0))] for task in tasks],
             dtype=torch.float64,
@@ -84,8 +156,22 @@ class MultiTaskTrainer(Trainer):
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         # The training loop's window log is the one with `loss` (not `train_loss`, nor any `eval_` key).
         if "loss" in logs and not any(key.startswith("eval_") for key in logs):
-            logs.update({f"{task}_loss": loss for task, loss in self._reduce_task_losses("train").items()})
+            window = self._reduce_task_losses("train")
+            logs.update({f"{task}_loss": loss for task, loss in window.items()})
+            logs.update({f"weight_{task}": weight for task, weight in self.current_task_weights().items()})
+            logs.update(self._reduce(self._diagnostics, ["grad_cosine"]))
+            self._window_history.append(window)
+            if self.weighting == LossWeighting.DWA:
+                tasks = list(self._dwa)
+                self._dwa = dwa_weights(self._window_history[-2:], tasks, self.args.dwa_temperature)
         super().log(logs, start_time)
+
+    def current_task_weights(self) -> dict[str, float]:
+        """The weight each task's loss has now: static, learned (uncertainty) or dynamic (DWA)."""
+        weights = self.accelerator.unwrap_model(self.model).task_weights()
+        if self.weighting == LossWeighting.DWA:
+            weights = {task: weight * self._dwa[task] for task, weight in weights.items()}
+        return weights
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
         """As [`~transformers.Trainer.evaluate`]; with one evaluation set per corpus (a dict), each set's metrics come
@@ -108,6 +194,14 @@ class MultiTaskTrainer(Trainer):
         for task, loss in self._reduce_task_losses("eval").items():
             output.metrics[f"{metric_key_prefix}_{task}_loss"] = loss
         return output
+
+
+def _unflatten(flat: torch.Tensor, parameters: list[nn.Parameter]) -> list[torch.Tensor]:
+    pieces, offset = [], 0
+    for parameter in parameters:
+        pieces.append(flat[offset : offset + parameter.numel()].view_as(parameter))
+        offset += parameter.numel()
+    return pieces
 
 
 __all__ = ["MultiTaskTrainer"]

@@ -203,3 +203,69 @@ def test_unknown_config_key_names_the_file(tmp_path):
     (tmp_path / "bad.yaml").write_text("learning_rat: 0.1\n")
     with pytest.raises(hf_mtl.HfMtlError, match=r"bad.yaml: unknown key\(s\) \['learning_rat'\]"):
         main([str(tmp_path / "bad.yaml")])
+
+
+def test_card_links_the_training_curves_png(demo_run):
+    output_dir, _ = demo_run
+    png = output_dir / "training_curves.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    assert "![Loss and metric per task](training_curves.png)" in (output_dir / "README.md").read_text()
+
+
+def test_card_usage_snippet_runs_against_the_saved_model(demo_run):
+    output_dir, _ = demo_run
+    text = (output_dir / "README.md").read_text()
+    snippet = text.split("```python\n", 1)[1].split("```", 1)[0]
+    assert str(output_dir) in snippet
+    result = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "'sentiment': {'label':" in result.stdout and "'entities': [" in result.stdout
+
+
+def test_card_metadata_is_hub_ready_without_network(demo_run):
+    from huggingface_hub import ModelCardData
+    from huggingface_hub.repocard_data import model_index_to_eval_results
+
+    output_dir, _ = demo_run
+    card = ModelCard.load(output_dir / "README.md")
+    data = card.data.to_dict()
+    name, results = model_index_to_eval_results(data["model-index"])
+    assert name == output_dir.name and len(results) == 4
+    rebuilt = ModelCardData(
+        **{k: v for k, v in data.items() if k != "model-index"}, eval_results=results, model_name=name
+    )
+    assert rebuilt.to_dict()["model-index"] == data["model-index"]
+
+
+def test_tensorboard_gets_each_task_as_its_own_scalar(tiny_dir, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    output_dir = tmp_path / "out"  # the TensorBoard callback writes under output_dir/runs/
+    main(
+        [
+            "configs/demo.yaml",
+            "--model_name_or_path",
+            str(tiny_dir),
+            "--output_dir",
+            str(output_dir),
+            "--report_to",
+            "tensorboard",
+            "--do_predict",
+            "false",
+            *FAST,
+        ]
+    )
+    events = EventAccumulator(str(next(output_dir.rglob("events.out.tfevents.*")).parent))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {
+        "train/sentiment_loss",
+        "train/ner_loss",
+        "eval/sentiment_loss",
+        "eval/ner_loss",
+        "eval/sentiment_accuracy",
+        "eval/ner_f1",
+        "eval/ner_PER_f1",
+    } <= tags
+    assert len(events.Scalars("train/ner_loss")) == 2  # 6 steps, logged every 3
