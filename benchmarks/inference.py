@@ -12,14 +12,13 @@ over its own model with the same MiniLM encoder. Heads are untrained: speed does
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quality import DATA, ROOT, update_docs  # noqa: E402
+from quality import DATA, ROOT, save_results  # noqa: E402
 
 
 def real_sentences(count: int) -> list[str]:
@@ -145,12 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(table)
     output = args.output or (None if args.quick else ROOT / "benchmarks" / "results" / "inference.json")
-    if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps(results, indent=2) + "\n")
     docs = args.docs or (None if args.quick else ROOT / "docs" / "BENCHMARKS.md")
-    if docs is not None:
-        update_docs(docs, table, "inference", "Inference: joint pipeline vs two single-task pipelines")
+    save_results(results, table, output, docs, "inference", "Inference: joint pipeline vs two single-task pipelines")
     return 0
 
 

@@ -148,6 +148,15 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
+def save_results(results: dict, table: str, output: Path | None, docs: Path | None, key: str, title: str) -> None:
+    """Writes the results JSON (when `output` is set) and the table into `docs` (when set)."""
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(results, indent=2) + "\n")
+    if docs is not None:
+        update_docs(docs, table, key, title)
+
+
 def update_docs(
     path: Path, body: str, key: str = "quality", title: str = "Multi-task vs single-task quality (SST-2 + WNUT-17)"
 ) -> None:

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quality import DATA, NEEDED, ROOT, fmt, run, summarise, update_docs  # noqa: E402
+from quality import DATA, NEEDED, ROOT, fmt, run, save_results, summarise  # noqa: E402
 
 STRATEGIES = ("static", "uncertainty", "dwa", "pcgrad")
 
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
             for strategy in STRATEGIES:
-                extra = ["--loss_weighting", strategy, "--log_grad_cosine", "--logging_steps", "25"]
+                extra = ["--loss_weighting", strategy, "--log_grad_cosine", "--logging_steps", str(min(25, steps))]
                 row = run(strategy, extra, seed, steps, limits, Path(tmp))
                 state = json.loads((Path(tmp) / f"{strategy}-seed{seed}" / "trainer_state.json").read_text())
                 logs = [entry for entry in state["log_history"] if "weight_ner" in entry]
@@ -75,12 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     results = {"steps": steps, "seeds": args.seeds, "runs": rows, "summary": summary}
     output = args.output or (None if args.quick else ROOT / "benchmarks" / "results" / "strategies.json")
-    if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps(results, indent=2) + "\n")
     docs = args.docs or (None if args.quick else ROOT / "docs" / "BENCHMARKS.md")
-    if docs is not None:
-        update_docs(docs, table, "strategies", "Loss weighting strategies (SST-2 + WNUT-17)")
+    save_results(results, table, output, docs, "strategies", "Loss weighting strategies (SST-2 + WNUT-17)")
     return 0
 
 
