@@ -23,6 +23,7 @@ import transformers
 import yaml
 from datasets import Dataset
 from transformers import AutoConfig, AutoTokenizer, EarlyStoppingCallback, HfArgumentParser, set_seed
+from transformers.hf_argparser import string_to_bool
 from transformers.trainer_utils import get_last_checkpoint
 
 import hf_mtl
@@ -65,7 +66,17 @@ def load_config_file(path: str) -> dict[str, Any]:
 
 
 class ArgumentParser(HfArgumentParser):
-    """`HfArgumentParser` whose errors (bad choice, bad type) are [`HfMtlError`]s, like every other user mistake."""
+    """`HfArgumentParser` whose errors (bad choice, bad type) are [`HfMtlError`]s, like every other user mistake.
+
+    A boolean flag whose default is `None` ("decide for me": `--bf16`, `--tf32`) also takes no value, like the
+    other boolean flags: `--bf16` means `--bf16 true`.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for action in self._actions:
+            if action.type is string_to_bool and action.nargs is None:
+                action.nargs, action.const = "?", True
 
     def error(self, message: str):
         # "argument --max_seq_length/--max-seq-length: invalid int value" -> "--max_seq_length: invalid int value"

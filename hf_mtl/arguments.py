@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from transformers import TrainingArguments
 
+from .cpu import has_native_bf16
 from .data.mixing import MixingStrategy
 from .data.sources import DEMO_DATASET
 from .errors import HfMtlError
@@ -138,9 +139,36 @@ class DataArguments:
 
 @dataclass
 class MultiTaskTrainingArguments(TrainingArguments):
-    """[`~transformers.TrainingArguments`], on the CPU by default, plus `overwrite_output_dir`."""
+    """[`~transformers.TrainingArguments`] with CPU defaults, plus hf_mtl's own options.
+
+    The defaults that differ from the Trainer's were each measured by `benchmarks/throughput.py` (docs/BENCHMARKS.md):
+    `use_cpu=True`; `train_sampling_strategy="group_by_length"` (batches of similar lengths, so dynamic padding
+    pads almost nothing); `bf16=None`, which turns bf16 autocast on only where the CPU multiplies bf16 natively.
+    """
 
     use_cpu: bool = field(default=True, metadata={"help": "Train on the CPU (the default for hf_mtl)."})
+    train_sampling_strategy: str = field(
+        default="group_by_length",
+        metadata={
+            "help": "Sampler for training: 'group_by_length' (hf_mtl's default: rows of similar length share a batch, "
+            "in a random order of batches), 'random' (the Trainer's default), 'sequential' or 'batch_rebalance'.",
+            "choices": ["random", "sequential", "group_by_length", "batch_rebalance"],
+        },
+    )
+    bf16: bool | None = field(
+        default=None,
+        metadata={
+            "help": "bf16 autocast for training and evaluation. Default: on where the CPU has AMX-BF16 (native bf16 "
+            "matrix units), off elsewhere, where emulated bf16 is slower than fp32."
+        },
+    )
+    torch_num_threads: int | None = field(
+        default=None,
+        metadata={
+            "help": "Intra-op threads per process. Default: PyTorch's (one per physical core) for one process; an "
+            "equal share of the cores per process under torchrun / accelerate launch."
+        },
+    )
     overwrite_output_dir: bool = field(
         default=False,
         metadata={"help": "Train into an output_dir that already holds files (else that is an error)."},
@@ -172,6 +200,10 @@ class MultiTaskTrainingArguments(TrainingArguments):
     def __post_init__(self):
         # Checked before the parent's set-up, which may touch devices and folders.
         self.loss_weighting = LossWeighting(self.loss_weighting)
+        if self.bf16 is None:
+            self.bf16 = bool(self.use_cpu and not self.fp16 and has_native_bf16())
+        if self.torch_num_threads is not None and self.torch_num_threads < 1:
+            raise HfMtlError(f"--torch_num_threads must be at least 1, got {self.torch_num_threads}")
         if not (math.isfinite(self.dwa_temperature) and self.dwa_temperature > 0):
             raise HfMtlError(f"--dwa_temperature must be a positive number, got {self.dwa_temperature}")
         if self.early_stopping_patience is not None:

@@ -13,6 +13,8 @@ logger = logging.getLogger(__name__)
 
 TASK_NAME = "multitask"
 AGGREGATION_STRATEGIES = ("first", "simple")
+# Texts per forward pass when the caller gives no batch_size (the Trainer-free default of other pipelines is 1).
+DEFAULT_BATCH_SIZE = 32
 
 
 class MultiTaskPipeline(Pipeline):
@@ -23,6 +25,10 @@ class MultiTaskPipeline(Pipeline):
     "word", "start", "end", "score"}` where `text[start:end] == word`. With a single token task its key is
     `entities`; with several, each token task's key is its name.
 
+    A list of texts runs in batches (`batch_size`, default 32) of texts of similar length, longest first, so that
+    padding costs almost nothing; the answers come back in the order of the input. The forward pass runs under
+    `torch.inference_mode()`.
+
     Args (at call time):
         aggregation_strategy (`str`, *optional*, defaults to `"first"`):
             `first`: a word takes the tag of its first sub-token (as the model was trained), entities group whole
@@ -32,6 +38,25 @@ class MultiTaskPipeline(Pipeline):
             maximum). Texts that are cut log a warning; entities after the cut are not returned, and sentence
             tasks see only the kept part.
     """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self._batch_size is None:
+            self._batch_size = DEFAULT_BATCH_SIZE
+
+    def __call__(self, inputs, *args, **kwargs):
+        if not (isinstance(inputs, list) and len(inputs) > 1 and all(isinstance(text, str) for text in inputs)):
+            return super().__call__(inputs, *args, **kwargs)
+        lengths = [len(ids) for ids in self.tokenizer(inputs, add_special_tokens=True)["input_ids"]]
+        order = sorted(range(len(inputs)), key=lambda index: -lengths[index])
+        answers = super().__call__([inputs[index] for index in order], *args, **kwargs)
+        in_input_order: list[Any] = [None] * len(inputs)
+        for index, answer in zip(order, answers):
+            in_input_order[index] = answer
+        return in_input_order
+
+    def get_inference_context(self):
+        return torch.inference_mode
 
     def _sanitize_parameters(self, aggregation_strategy: str | None = None, max_length: int | None = None, **kwargs):
         preprocess, postprocess = {}, {}

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 from transformers import Trainer
 
+from .cpu import threads_per_process
 from .data.collator import MultiTaskDataCollator
 from .errors import HfMtlError
 from .heads import IGNORE_INDEX
@@ -37,6 +38,8 @@ class MultiTaskTrainer(Trainer):
     On top of the Trainer it:
     - takes `label_names` from the model's tasks (`sentiment_labels`, `ner_labels`) unless `args.label_names` is set;
     - pads batches with [`MultiTaskDataCollator`] when no `data_collator` is given;
+    - sets this process's intra-op threads (`args.torch_num_threads`, or a share of the cores per process when
+      several train on one machine);
     - logs each task's loss: `sentiment_loss`, `ner_loss` in training (averaged over the logging window) and
       `eval_sentiment_loss`, `eval_ner_loss` in evaluation (averaged over the evaluation set), each summed and
       counted across processes before averaging. A batch that labels no position of a task does not count for
@@ -44,6 +47,9 @@ class MultiTaskTrainer(Trainer):
     """
 
     def __init__(self, model=None, args=None, data_collator=None, processing_class=None, **kwargs):
+        threads = threads_per_process(getattr(args, "torch_num_threads", None))
+        if threads is not None:
+            torch.set_num_threads(threads)
         if data_collator is None and processing_class is not None and model is not None:
             token_keys = [task.label_key for task in model.config.task_specs if task.is_token_task]
             data_collator = MultiTaskDataCollator(processing_class, token_label_names=token_keys)

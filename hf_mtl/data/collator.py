@@ -9,6 +9,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from ..heads import IGNORE_INDEX
+from .preprocessing import LENGTH_COLUMN
 
 
 @dataclass
@@ -17,7 +18,7 @@ class MultiTaskDataCollator:
 
     Encoder inputs are padded by the tokenizer (`tokenizer.pad`); each token task's labels are padded with -100 on
     the tokenizer's padding side, as [`~transformers.DataCollatorForTokenClassification`] does for one task.
-    Sentence labels are stacked as they are.
+    Sentence labels are stacked as they are; a `length` column (kept when `remove_unused_columns=False`) is dropped.
 
     Args:
         tokenizer (`PreTrainedTokenizerBase`): The tokenizer that made the rows.
@@ -34,7 +35,7 @@ class MultiTaskDataCollator:
         token_labels = {
             name: [row[name] for row in features] for name in self.token_label_names if name in features[0]
         }
-        rest = [{k: v for k, v in row.items() if k not in token_labels} for row in features]
+        rest = [{k: v for k, v in row.items() if k not in token_labels and k != LENGTH_COLUMN} for row in features]
         batch = self.tokenizer.pad(rest, padding=True, pad_to_multiple_of=self.pad_to_multiple_of, return_tensors="pt")
         length = batch["input_ids"].shape[1]
         for name, rows in token_labels.items():

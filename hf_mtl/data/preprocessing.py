@@ -9,6 +9,10 @@ from ..errors import HfMtlError
 from ..heads import IGNORE_INDEX
 from ..tasks import TaskSpec
 
+# Sub-tokens per row, precomputed for `train_sampling_strategy="group_by_length"` (the Trainer's `length_column_name`
+# default), so the length-grouped sampler reads one column instead of every row.
+LENGTH_COLUMN = "length"
+
 
 def align_word_labels(word_ids: list[int | None], word_labels: list[int]) -> list[int]:
     """Labels per sub-token: the first sub-token of each word carries the word's label; later sub-tokens of the
@@ -28,6 +32,7 @@ def align_word_labels(word_ids: list[int | None], word_labels: list[int]) -> lis
 def model_features(tokenizer: PreTrainedTokenizerBase, tasks: list[TaskSpec]) -> Features:
     """The one schema every tokenised source shares, so that sources can be interleaved and concatenated."""
     features = {name: List(Value("int64")) for name in tokenizer.model_input_names}
+    features[LENGTH_COLUMN] = Value("int32")
     for task in tasks:
         features[task.label_key] = List(Value("int64")) if task.is_token_task else Value("int64")
     return Features(features)
@@ -50,8 +55,9 @@ def tokenize_and_align(
         max_seq_length (`int`, *optional*): Truncate to this many sub-tokens (default: the tokenizer's maximum).
 
     Returns:
-        `Dataset`: `input_ids`, `attention_mask` (and `token_type_ids` where the tokenizer makes them) and one
-        `{task}_labels` column per task. Padding is left to the collator (dynamic, per batch).
+        `Dataset`: `input_ids`, `attention_mask` (and `token_type_ids` where the tokenizer makes them), one
+        `{task}_labels` column per task and `length` (sub-tokens per row, for length-grouped batching). Padding is
+        left to the collator (dynamic, per batch).
     """
     if not tokenizer.is_fast:
         raise HfMtlError(f"tokenizer {type(tokenizer).__name__} is not a fast tokenizer; word alignment needs one")
@@ -65,6 +71,7 @@ def tokenize_and_align(
             max_length=max_seq_length,
         )
         size = len(encoding["input_ids"])
+        encoding[LENGTH_COLUMN] = [len(ids) for ids in encoding["input_ids"]]
         for task in tasks:
             given = batch.get(task.label_key)
             if task.is_token_task:
