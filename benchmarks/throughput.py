@@ -171,7 +171,7 @@ def naive_training(model, tokenizer, corpus, steps: int, log: BatchLog) -> list[
 
     def pad_to_128(features):
         padded = tokenizer.pad(
-            [{k: v for k, v in f.items() if k != "ner_labels"} for f in features],
+            [{k: v for k, v in f.items() if k not in ("ner_labels", "length")} for f in features],
             padding="max_length",
             max_length=NAIVE_LENGTH,
             return_tensors="pt",

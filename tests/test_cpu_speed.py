@@ -1,0 +1,154 @@
+"""CPU speed features: length-grouped batches, bf16 only where native, threads per process, the fast pipeline."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoTokenizer, pipeline
+from transformers.trainer_pt_utils import LengthGroupedSampler
+
+import hf_mtl.arguments
+from hf_mtl import MultiTaskModel, MultiTaskTrainer, parse_tasks, tokenize_and_align
+from hf_mtl.arguments import MultiTaskTrainingArguments
+from hf_mtl.cpu import threads_per_process
+from hf_mtl.data.collator import MultiTaskDataCollator
+from hf_mtl.data.sources import DEMO_DATASET, load_source, parse_sources
+from hf_mtl.errors import HfMtlError
+from run_mtl import parse_args
+
+from .conftest import SHARED_DATA
+
+ROOT = Path(__file__).resolve().parents[1]
+TASKS = parse_tasks(None)
+
+
+@pytest.fixture(scope="module")
+def demo_train(tokenizer):
+    loaded = load_source(parse_sources([{"name": "demo", "dataset_name": DEMO_DATASET}], TASKS)[0], TASKS)
+    return tokenize_and_align(loaded.splits["train"], tokenizer, TASKS)
+
+
+def test_rows_carry_their_length_and_the_collator_drops_it(demo_train, tokenizer):
+    assert demo_train["length"] == [len(ids) for ids in demo_train["input_ids"]]
+    batch = MultiTaskDataCollator(tokenizer, ["ner_labels"])([demo_train[i] for i in range(4)])
+    assert "length" not in batch
+    assert batch["input_ids"].shape[1] == max(demo_train["length"][:4])
+
+
+def test_defaults_group_by_length_and_choose_bf16_only_where_native(tmp_path, monkeypatch):
+    args = MultiTaskTrainingArguments(output_dir=str(tmp_path))
+    assert args.train_sampling_strategy == "group_by_length"
+    monkeypatch.setattr(hf_mtl.arguments, "has_native_bf16", lambda: True)
+    assert MultiTaskTrainingArguments(output_dir=str(tmp_path)).bf16 is True
+    assert MultiTaskTrainingArguments(output_dir=str(tmp_path), bf16=False).bf16 is False
+    monkeypatch.setattr(hf_mtl.arguments, "has_native_bf16", lambda: False)
+    assert MultiTaskTrainingArguments(output_dir=str(tmp_path)).bf16 is False
+    assert MultiTaskTrainingArguments(output_dir=str(tmp_path), bf16=True).bf16 is True
+
+
+def test_bare_bf16_flag_means_true(tmp_path):
+    for extra, expected in (([], None), (["--bf16"], True), (["--bf16", "false"], False), (["--bf16", "true"], True)):
+        *_, args = parse_args(["--output_dir", str(tmp_path), *extra])
+        assert args.bf16 is (expected if expected is not None else hf_mtl.arguments.has_native_bf16())
+
+
+def test_threads_per_process(monkeypatch):
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert threads_per_process(None) is None  # one process: PyTorch's own default
+    assert threads_per_process(3) == 3
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.setattr("hf_mtl.cpu.available_cores", lambda: 8)
+    assert threads_per_process(None) == 4
+    monkeypatch.setattr("hf_mtl.cpu.available_cores", lambda: 1)
+    assert threads_per_process(None) == 1
+    with pytest.raises(HfMtlError, match="--torch_num_threads must be at least 1, got 0"):
+        MultiTaskTrainingArguments(output_dir="unused", torch_num_threads=0)
+
+
+def _padding_fraction(trainer) -> float:
+    real = padded = 0
+    for batch in trainer.get_train_dataloader():
+        real += int(batch["attention_mask"].sum())
+        padded += batch["attention_mask"].numel()
+    return 1 - real / padded
+
+
+def test_trainer_groups_by_length_and_sets_threads(tiny_model, tokenizer, demo_train, tmp_path):
+    before = torch.get_num_threads()
+    try:
+        grouped = MultiTaskTrainer(
+            model=tiny_model,
+            args=MultiTaskTrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=8, torch_num_threads=1),
+            train_dataset=demo_train,
+            processing_class=tokenizer,
+        )
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    sampler = grouped._get_train_sampler()
+    assert isinstance(sampler, LengthGroupedSampler)
+    assert sampler.lengths == demo_train["length"]
+    assert sorted(sampler) == list(range(len(demo_train)))  # every row once per epoch
+    shuffled = MultiTaskTrainer(
+        model=tiny_model,
+        args=MultiTaskTrainingArguments(
+            output_dir=str(tmp_path), per_device_train_batch_size=8, train_sampling_strategy="random"
+        ),
+        train_dataset=demo_train,
+        processing_class=tokenizer,
+    )
+    torch.manual_seed(0)
+    grouped_padding = _padding_fraction(grouped)
+    torch.manual_seed(0)
+    random_padding = _padding_fraction(shuffled)
+    assert grouped_padding < random_padding / 2, (grouped_padding, random_padding)
+
+
+def test_pipeline_batches_a_list_by_length_and_answers_in_input_order(tiny_dir, tmp_path):
+    torch.manual_seed(1)
+    MultiTaskModel.from_encoder(str(tiny_dir)).save_pretrained(tmp_path)
+    AutoTokenizer.from_pretrained(tiny_dir).save_pretrained(tmp_path)
+    pipe = pipeline("multitask", model=str(tmp_path))
+    assert pipe._batch_size == 32
+    texts = ["a b", "Anna flew from Paris to Rome on Monday .", "ok", "the food was awful and so was the service"]
+    calls = []
+    original_forward = pipe.model.forward
+
+    def recording_forward(*args, **kwargs):
+        calls.append(kwargs["input_ids"].shape)
+        return original_forward(*args, **kwargs)
+
+    pipe.model.forward = recording_forward
+    answers = pipe(texts)
+    assert len(calls) == 1  # one batch of four
+    pipe.model.forward = original_forward
+    for text, answer in zip(texts, answers):
+        single = pipe(text)
+        assert answer["sentiment"]["label"] == single["sentiment"]["label"]
+        assert answer["sentiment"]["score"] == pytest.approx(single["sentiment"]["score"], abs=1e-5)
+        assert [(e["start"], e["end"]) for e in answer["entities"]] == [(e["start"], e["end"]) for e in single["entities"]]
+
+
+@pytest.mark.integration
+def test_throughput_benchmark_quick(tmp_path):
+    if not (SHARED_DATA / "wnut17" / "wnut17train.conll").is_file():
+        pytest.skip(f"real data not available: {SHARED_DATA} is missing")
+    output = tmp_path / "throughput.json"
+    result = subprocess.run(
+        [sys.executable, "benchmarks/throughput.py", "--quick", "--output", str(output)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads(output.read_text())
+    assert {"naive", "defaults", "plain"} <= set(results["modes"])
+    assert results["same_batches"] is True
+    naive, defaults = results["modes"]["naive"], results["modes"]["defaults"]
+    assert naive["padding_fraction"] > 0.5 > defaults["padding_fraction"]
+    assert {"b/a", "b/d", "inference"} <= set(results["ratios"])
+    assert "b/a, defaults / naive" in result.stdout
