@@ -43,6 +43,13 @@ RUNS = {
     "single_ner": ["--only_tasks", "ner"],
     "multi_task": [],
 }
+# The speed settings against the previous defaults, on the multi-task run (`--speed_settings`). Each names
+# every setting, so that the CPU's own bf16 default does not decide the comparison.
+SPEED_SETTINGS = {
+    "fp32, random batches": ["--bf16", "false", "--train_sampling_strategy", "random"],
+    "fp32, length-grouped batches": ["--bf16", "false", "--train_sampling_strategy", "group_by_length"],
+    "bf16, length-grouped batches": ["--bf16", "true", "--train_sampling_strategy", "group_by_length"],
+}
 MIXING = {
     "proportional": ["--mixing_strategy", "proportional"],
     "temperature_2": ["--mixing_strategy", "temperature", "--mixing_temperature", "2"],
@@ -184,6 +191,11 @@ def main(argv: list[str] | None = None) -> int:
         help="results JSON (default benchmarks/results/quality.json; quick: a temporary file)",
     )
     parser.add_argument("--docs", type=Path, default=None, help="markdown to update (default docs/BENCHMARKS.md)")
+    parser.add_argument(
+        "--speed_settings",
+        action="store_true",
+        help="instead: the multi-task run with fp32 random batches, fp32 length-grouped and bf16 length-grouped",
+    )
     args = parser.parse_args(argv)
 
     missing = [name for name in NEEDED if not (DATA / name).is_file()]
@@ -200,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
         Path(tempfile.mkdtemp()) / "quality.json" if args.quick else ROOT / "benchmarks" / "results" / "quality.json"
     )
     docs = args.docs or (None if args.quick else ROOT / "docs" / "BENCHMARKS.md")
+
+    if args.speed_settings:
+        return speed_settings(args, steps, seeds, limits)
 
     from hf_mtl.data.mixing import mixing_probabilities
 
@@ -249,6 +264,41 @@ def main(argv: list[str] | None = None) -> int:
     if docs is not None:
         update_docs(docs, table)
         print(f"updated: {docs}")
+    return 0
+
+
+def speed_settings(args, steps: int, seeds: list[int], limits: list[str]) -> int:
+    """Does the speed of length-grouped batches and bf16 cost accuracy? The multi-task run, per setting and seed."""
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = [
+            {**run(f"speed_{index}", extra, seed, steps, limits, Path(tmp)), "setting": name}
+            for seed in seeds
+            for index, (name, extra) in enumerate(SPEED_SETTINGS.items())
+        ]
+    summary = {name: summarise([r for r in rows if r["setting"] == name]) for name in SPEED_SETTINGS}
+    command = "python benchmarks/quality.py --speed_settings" + (" --quick" if args.quick else "")
+    reference = summary[next(iter(SPEED_SETTINGS))]
+    lines = [
+        f"Command: `{command}` ({time.strftime('%Y-%m-%d')}, {steps} steps of batch 16, seeds {seeds}; "
+        "the multi-task run of `configs/sst2_wnut17.yaml`).",
+        "",
+        "| setting | SST-2 dev accuracy | WNUT-17 dev F1 | WNUT-17 test F1 | train wall time (s) | "
+        "Δ accuracy / Δ dev F1 vs the first row (points) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, cell in summary.items():
+        delta = [100 * (cell[k]["mean"] - reference[k]["mean"]) for k in ("sst2_dev_accuracy", "wnut17_dev_f1")]
+        lines.append(
+            f"| {name} | {fmt(cell.get('sst2_dev_accuracy'))} | {fmt(cell.get('wnut17_dev_f1'))} | "
+            f"{fmt(cell.get('wnut17_test_f1'))} | {fmt(cell.get('train_seconds'), 1, 0)} | "
+            f"{delta[0]:+.1f} / {delta[1]:+.1f} |"
+        )
+    table = "\n".join(lines)
+    print(table)
+    results = {"command": command, "steps": steps, "seeds": seeds, "runs": rows, "summary": summary}
+    output = args.output or (None if args.quick else ROOT / "benchmarks" / "results" / "speed_settings.json")
+    docs = args.docs or (None if args.quick else ROOT / "docs" / "BENCHMARKS.md")
+    save_results(results, table, output, docs, "speed_settings", "Do the speed settings cost accuracy?")
     return 0
 
 

@@ -6,9 +6,11 @@ Real sentences (SST-2 train + WNUT-17 train, equal mixing, as `configs/sst2_wnut
 - (b) `defaults`: `MultiTaskTrainer` with hf_mtl's default arguments;
 - (c) `bf16`: the same with `--bf16 true` (CPU autocast);
 - (d) `plain`: the plain `Trainer` with a single-task `AutoModelForTokenClassification` on the same batches as (b);
-plus ablations (full run only) that switch one default at a time. Each mode warms up, then is timed over
-several windows; figures are min / median / max over the windows. Inference times the naive forward (pad 128,
-batch 4) against `pipeline("multitask")` on the dev/test sentences of both corpora.
+plus ablations (full run only) that switch one default at a time. Each mode warms up for a few steps, then is
+timed over windows of 50 steps (the naive loop: 64): length-grouped batches come in "megabatches" of 50 batches
+sorted by length, so 50 consecutive steps hold every length of a random sample of the rows, and windows compare
+like with like. Figures are min / median / max over the windows. Inference times the naive
+forward (pad 128, batch 4) against `pipeline("multitask")` on the dev/test sentences of both corpora.
 
 Model FLOPs of a sequence of t real tokens, trained: 6·P·t + 12·L·d·t², where P counts the weights of every
 matrix multiply that runs per token (encoder layers and token heads), L the layers and d the hidden size (the
@@ -22,6 +24,8 @@ as a fraction of a 2048³ matmul's FLOP/s in the same dtype, measured in the sam
 from __future__ import annotations
 
 import argparse
+import gc
+import itertools
 import math
 import re
 import statistics
@@ -36,6 +40,8 @@ from quality import DATA, NEEDED, ROOT, save_results  # noqa: E402
 
 CONFIG = ROOT / "configs" / "sst2_wnut17.yaml"
 NAIVE_LENGTH, NAIVE_BATCH = 128, 4
+WARMUP_STEPS = 3
+CORPUS_ROWS = 6400  # enough for full 50-batch megabatches at batch 32 (the sampler caps them at a quarter)
 LEARNING_RATE = 2e-4
 
 
@@ -46,6 +52,7 @@ def peak_rss_mib() -> float:
 
 
 def reset_peak_rss() -> None:
+    gc.collect()
     try:
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:
@@ -61,11 +68,12 @@ def matmul_peak(dtype, size: int = 2048, repeats: int = 5) -> float:
     import torch
 
     a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-    a @ b
+    linear = torch.nn.functional.linear  # a @ b.T, the call (and the oneDNN path) of every nn.Linear
+    linear(a, b)
     best = math.inf
     for _ in range(repeats):
         started = time.perf_counter()
-        a @ b
+        linear(a, b)
         best = min(best, time.perf_counter() - started)
     return 2 * size**3 / best
 
@@ -101,8 +109,9 @@ class TimedCollator:
         return batch
 
 
-def windows(step_ends: list[float], log: BatchLog, warmup: int, window_steps: int) -> dict:
-    """Examples/s, real tokens/s and FLOP/s per timed window of `window_steps` steps after `warmup` steps."""
+def windows(step_ends: list[float], log: BatchLog, window_steps: int) -> dict:
+    """Examples/s, real tokens/s and FLOP/s per timed window of `window_steps` steps, after `WARMUP_STEPS`."""
+    warmup = WARMUP_STEPS
     per_window = {"examples_per_second": [], "tokens_per_second": [], "flops": []}
     examples = tokens = padded = 0
     # step_ends[0] is when step 1 began, step_ends[k] when step k ended; log.rows[k - 1] is step k's batch.
@@ -186,7 +195,8 @@ def naive_training(model, tokenizer, corpus, steps: int, log: BatchLog) -> list[
     optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE)
     model.train()
     step_ends = [time.perf_counter()]
-    for step, batch in enumerate(loader):
+    epochs = itertools.chain.from_iterable(loader for _ in range(math.ceil(steps / len(loader))))
+    for step, batch in enumerate(epochs):
         if step == steps:
             break
         loss = model(**batch).loss
@@ -291,7 +301,7 @@ def cpu_description() -> dict:
 # Ablations switch one of hf_mtl's defaults back, to show what each is worth (full run only).
 ABLATIONS = {
     "random_sampling": ({"train_sampling_strategy": "random"}, "dynamic padding only (no length grouping)"),
-    "batch_32": ({"per_device_train_batch_size": 32}, "batch 32"),
+    "batch_8": ({"per_device_train_batch_size": 8}, "batch 8 (the Trainer's default)"),
     "one_thread": ({"torch_num_threads": 1}, "1 intra-op thread"),
     "loader_worker": ({"dataloader_num_workers": 1}, "1 data-loader worker process"),
 }
@@ -299,9 +309,9 @@ ABLATIONS = {
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smoke version: 2 short windows per mode, no ablations")
-    parser.add_argument("--windows", type=int, default=None, help="timed windows per mode (default 5, quick 2)")
-    parser.add_argument("--window_examples", type=int, default=None, help="examples per window (default 256)")
+    parser.add_argument("--quick", action="store_true", help="smoke version: 2 windows of 8 steps, no ablations")
+    parser.add_argument("--windows", type=int, default=None, help="timed windows per mode (default 3, quick 2)")
+    parser.add_argument("--window_steps", type=int, default=None, help="steps per window (default 50, quick 8)")
     parser.add_argument("--sentences", type=int, default=None, help="inference sentences (default 1000)")
     parser.add_argument("--skip_bf16", action="store_true", help="leave out (c)")
     parser.add_argument("--output", type=Path, default=None, help="results JSON")
@@ -309,9 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     missing = [name for name in NEEDED if not (DATA / name).is_file()]
     if missing:
-        print(
-            f"SKIPPED: the real corpora are not available ({DATA / missing[0]} is missing); see ../shared/data"
-        )
+        print(f"SKIPPED: the real corpora are not available ({DATA / missing[0]} is missing); see ../shared/data")
         return 0
 
     import datasets
@@ -320,7 +328,6 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import AutoModelForTokenClassification, AutoTokenizer, DataCollatorForTokenClassification
 
     from hf_mtl import MultiTaskModel, MultiTaskTrainer
-    from hf_mtl.arguments import MultiTaskTrainingArguments
     from hf_mtl.cpu import has_native_bf16
     from hf_mtl.data.collator import MultiTaskDataCollator
     from hf_mtl.packaged_encoder import MINILM, resolve_encoder
@@ -328,27 +335,27 @@ def main(argv: list[str] | None = None) -> int:
 
     transformers.logging.set_verbosity_error()
     datasets.disable_progress_bars()
-    n_windows = args.windows or (2 if args.quick else 5)
-    window_examples = args.window_examples or (64 if args.quick else 256)
-    warmup = 2 if args.quick else 4
+    n_windows = args.windows or (2 if args.quick else 3)
+    window_steps = args.window_steps or (8 if args.quick else 50)
     encoder = resolve_encoder(MINILM.hub_id)
     tokenizer = AutoTokenizer.from_pretrained(encoder)
     import yaml
 
     config = yaml.safe_load(CONFIG.read_text())
     tasks = parse_tasks(config["tasks"])
-    defaults = MultiTaskTrainingArguments(output_dir=tempfile.mkdtemp())
-    batch = defaults.per_device_train_batch_size
-    corpus = load_corpus(tokenizer, tasks, rows=max(4000, (warmup + n_windows + 2) * window_examples * 2))
+    corpus = load_corpus(tokenizer, tasks, rows=CORPUS_ROWS)
     ner = next(task for task in tasks if task.is_token_task)
 
     def multitask_model():
         return MultiTaskModel.from_encoder(encoder, [t.to_dict() for t in tasks], sentence_pooling="mean")
 
-    def steps_for(batch_size: int, slow: bool = False) -> tuple[int, int]:
-        """Steps per window and in all; `slow` (emulated bf16) times 3 windows of a quarter of the examples."""
-        window_steps = max(1, round(window_examples / batch_size / (4 if slow else 1)))
-        return window_steps, warmup + (min(3, n_windows) if slow else n_windows) * window_steps
+    def steps_for(naive: bool = False, slow: bool = False) -> tuple[int, int]:
+        """Steps per window and in all. The naive loop's windows are 64 steps (256 rows) of shuffled rows; emulated
+        bf16 (an order of magnitude slower) gets one window of a quarter of the steps."""
+        steps = round(window_steps * 64 / 50) if naive else window_steps
+        if slow:
+            return max(1, steps // 4), WARMUP_STEPS + max(1, steps // 4)
+        return steps, WARMUP_STEPS + n_windows * steps
 
     results: dict = {"machine": cpu_description(), "modes": {}}
     peaks = {"float32": matmul_peak(torch.float32), "bfloat16": matmul_peak(torch.bfloat16, repeats=1)}
@@ -357,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"2048³ matmul: fp32 {peaks['float32'] / 1e9:.0f} GFLOP/s, bf16 {peaks['bfloat16'] / 1e9:.1f} GFLOP/s")
 
     def record(name: str, label: str, log: BatchLog, step_ends, window_steps: int, extra: dict) -> None:
-        measured = windows(step_ends, log, warmup, window_steps)
+        measured = windows(step_ends, log, window_steps)
         dtype = "bfloat16" if extra.get("bf16") else "float32"
         measured["peak_fraction"] = measured["flops"]["median"] / peaks[dtype]
         measured.update(label=label, peak_rss_mib=peak_rss_mib(), **extra)
@@ -375,9 +382,9 @@ def main(argv: list[str] | None = None) -> int:
     reset_peak_rss()
     model = multitask_model()
     log = BatchLog(*model_flop_constants(model))
-    window_steps, steps = steps_for(NAIVE_BATCH)
+    naive_window, steps = steps_for(naive=True)
     step_ends = naive_training(model, tokenizer, corpus, steps, log)
-    record("naive", "naive loop: pad 128, batch 4, fp32", log, step_ends, window_steps, {"batch_size": NAIVE_BATCH})
+    record("naive", "naive loop: pad 128, batch 4, fp32", log, step_ends, naive_window, {"batch_size": NAIVE_BATCH})
     del model
 
     def run_hf_mtl(name: str, label: str, overrides: dict) -> list:
@@ -385,11 +392,12 @@ def main(argv: list[str] | None = None) -> int:
         model = multitask_model()
         log = BatchLog(*model_flop_constants(model))
         slow = bool(overrides.get("bf16")) and not has_native_bf16()
-        window_steps, steps = steps_for(overrides.get("per_device_train_batch_size", batch), slow)
+        mode_window, steps = steps_for(slow=slow)
         collator = MultiTaskDataCollator(tokenizer, [t.label_key for t in tasks if t.is_token_task])
         run = trainer_training(MultiTaskTrainer, model, overrides, corpus, collator, steps, log)
         loading = run["loading_seconds"] / (run["step_ends"][-1] - run["step_ends"][0])
-        record(name, label, log, run["step_ends"], window_steps, {**run["settings"], "loading_share": loading})
+        label += f" (one window of {mode_window} steps: emulated bf16)" if slow else ""
+        record(name, label, log, run["step_ends"], mode_window, {**run["settings"], "loading_share": loading})
         return log.rows
 
     default_rows = run_hf_mtl("defaults", "hf_mtl defaults", {})
@@ -412,12 +420,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     model = AutoModelForTokenClassification.from_pretrained(encoder, num_labels=len(ner.labels))
     log = BatchLog(*model_flop_constants(model))
-    window_steps, steps = steps_for(batch)
+    plain_window, steps = steps_for()
     run = trainer_training(
         transformers.Trainer, model, {}, plain_corpus, DataCollatorForTokenClassification(tokenizer), steps, log
     )
     record(
-        "plain", "plain Trainer, AutoModelForTokenClassification", log, run["step_ends"], window_steps, run["settings"]
+        "plain", "plain Trainer, AutoModelForTokenClassification", log, run["step_ends"], plain_window, run["settings"]
     )
     results["same_batches"] = [r[:2] for r in log.rows] == [r[:2] for r in default_rows]
     del model

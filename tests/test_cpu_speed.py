@@ -81,7 +81,9 @@ def test_trainer_groups_by_length_and_sets_threads(tiny_model, tokenizer, demo_t
     try:
         grouped = MultiTaskTrainer(
             model=tiny_model,
-            args=MultiTaskTrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=8, torch_num_threads=1),
+            args=MultiTaskTrainingArguments(
+                output_dir=str(tmp_path), per_device_train_batch_size=8, torch_num_threads=1
+            ),
             train_dataset=demo_train,
             processing_class=tokenizer,
         )
@@ -129,7 +131,9 @@ def test_pipeline_batches_a_list_by_length_and_answers_in_input_order(tiny_dir, 
         single = pipe(text)
         assert answer["sentiment"]["label"] == single["sentiment"]["label"]
         assert answer["sentiment"]["score"] == pytest.approx(single["sentiment"]["score"], abs=1e-5)
-        assert [(e["start"], e["end"]) for e in answer["entities"]] == [(e["start"], e["end"]) for e in single["entities"]]
+        assert [(e["start"], e["end"]) for e in answer["entities"]] == [
+            (e["start"], e["end"]) for e in single["entities"]
+        ]
 
 
 @pytest.mark.integration
