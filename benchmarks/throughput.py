@@ -387,7 +387,10 @@ def main(argv: list[str] | None = None) -> int:
     record("naive", "naive loop: pad 128, batch 4, fp32", log, step_ends, naive_window, {"batch_size": NAIVE_BATCH})
     del model
 
+    threads = torch.get_num_threads()
+
     def run_hf_mtl(name: str, label: str, overrides: dict) -> list:
+        torch.set_num_threads(threads)  # an ablation may have changed it
         reset_peak_rss()
         model = multitask_model()
         log = BatchLog(*model_flop_constants(model))
@@ -435,6 +438,7 @@ def main(argv: list[str] | None = None) -> int:
             run_hf_mtl(name, f"defaults but {label}", overrides)
 
     # Inference
+    torch.set_num_threads(threads)
     texts = real_sentences(args.sentences or (128 if args.quick else 1000))
     chunks = 2 if args.quick else 5
     model = multitask_model().eval()
