@@ -6,7 +6,9 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import SequentialSampler
 from transformers import Trainer
+from transformers.trainer_utils import has_length
 
 from .cpu import threads_per_process
 from .data.collator import MultiTaskDataCollator
@@ -38,6 +40,8 @@ class MultiTaskTrainer(Trainer):
     On top of the Trainer it:
     - takes `label_names` from the model's tasks (`sentiment_labels`, `ner_labels`) unless `args.label_names` is set;
     - pads batches with [`MultiTaskDataCollator`] when no `data_collator` is given;
+    - keeps evaluation and prediction in the data's order: under `train_sampling_strategy="group_by_length"` (hf_mtl's
+      default) the Trainer would also group evaluation batches by length, which returns predictions shuffled;
     - sets this process's intra-op threads (`args.torch_num_threads`, or a share of the cores per process when
       several train on one machine);
     - logs each task's loss: `sentiment_loss`, `ner_loss` in training (averaged over the logging window) and
@@ -71,6 +75,12 @@ class MultiTaskTrainer(Trainer):
         self._window_history: list[dict[str, float]] = []  # per-task window means, for DWA
         self._dwa = {task.name: 1.0 for task in config.task_specs}
         self._pcgrad_generator = torch.Generator().manual_seed(self.args.seed)
+
+    def _get_eval_sampler(self, eval_dataset) -> torch.utils.data.Sampler | None:
+        # Row i of `predict()`'s output must be row i of the dataset (predictions.jsonl is written from it).
+        if eval_dataset is None or not has_length(eval_dataset) or self.args.world_size > 1:
+            return None
+        return SequentialSampler(eval_dataset)
 
     def compute_loss(
         self,

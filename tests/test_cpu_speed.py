@@ -156,3 +156,27 @@ def test_throughput_benchmark_quick(tmp_path):
     assert naive["padding_fraction"] > 0.5 > defaults["padding_fraction"]
     assert {"b/a", "b/d", "inference"} <= set(results["ratios"])
     assert "b/a, defaults / naive" in result.stdout
+
+
+def test_prediction_keeps_the_data_order_under_length_grouping(tiny_model, tokenizer, demo_train, tmp_path):
+    from hf_mtl import preprocess_logits_for_metrics
+
+    rows = demo_train.select(range(40))
+    args = MultiTaskTrainingArguments(output_dir=str(tmp_path), per_device_eval_batch_size=8, report_to="none")
+    assert args.train_sampling_strategy == "group_by_length"
+    trainer = MultiTaskTrainer(
+        model=tiny_model,
+        args=args,
+        processing_class=tokenizer,
+        preprocess_logits_for_metrics=preprocess_logits_for_metrics,
+    )
+    output = trainer.predict(rows)
+    sentiment_labels = output.label_ids[0] if isinstance(output.label_ids, tuple) else output.label_ids
+    assert list(sentiment_labels) == rows["sentiment_labels"]
+    tiny_model.eval()
+    with torch.no_grad():
+        for index in (0, 17, 39):
+            batch = MultiTaskDataCollator(tokenizer, ["ner_labels"])([rows[index]])
+            batch.pop("ner_labels"), batch.pop("sentiment_labels")
+            expected = tiny_model(**batch).logits["ner"].argmax(dim=-1)[0]
+            assert output.predictions["ner"][index][: len(expected)].tolist() == expected.tolist()
