@@ -12,6 +12,7 @@ from transformers.trainer_utils import has_length
 
 from .cpu import threads_per_process
 from .data.collator import MultiTaskDataCollator
+from .data.sampling import ShuffledLengthGroupedSampler
 from .errors import HfMtlError
 from .heads import IGNORE_INDEX
 from .loss_weighting import LossWeighting, dwa_weights, mean_pairwise_cosine, pcgrad_project
@@ -40,6 +41,8 @@ class MultiTaskTrainer(Trainer):
     On top of the Trainer it:
     - takes `label_names` from the model's tasks (`sentiment_labels`, `ner_labels`) unless `args.label_names` is set;
     - pads batches with [`MultiTaskDataCollator`] when no `data_collator` is given;
+    - under `train_sampling_strategy="group_by_length"`, draws batches of similar length in a random order
+      ([`ShuffledLengthGroupedSampler`]), not from the longest to the shortest;
     - keeps evaluation and prediction in the data's order: under `train_sampling_strategy="group_by_length"` (hf_mtl's
       default) the Trainer would also group evaluation batches by length, which returns predictions shuffled;
     - sets this process's intra-op threads (`args.torch_num_threads`, or a share of the cores per process when
@@ -75,6 +78,14 @@ class MultiTaskTrainer(Trainer):
         self._window_history: list[dict[str, float]] = []  # per-task window means, for DWA
         self._dwa = {task.name: 1.0 for task in config.task_specs}
         self._pcgrad_generator = torch.Generator().manual_seed(self.args.seed)
+
+    def _get_train_sampler(self, train_dataset=None) -> torch.utils.data.Sampler | None:
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        columns = getattr(dataset, "column_names", None) or []
+        if self.args.train_sampling_strategy != "group_by_length" or self.args.length_column_name not in columns:
+            return super()._get_train_sampler(train_dataset)
+        batch_size = self.args.train_batch_size * self.args.gradient_accumulation_steps
+        return ShuffledLengthGroupedSampler(dataset[self.args.length_column_name], batch_size)
 
     def _get_eval_sampler(self, eval_dataset) -> torch.utils.data.Sampler | None:
         # Row i of `predict()`'s output must be row i of the dataset (predictions.jsonl is written from it).

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 from transformers import AutoTokenizer, pipeline
-from transformers.trainer_pt_utils import LengthGroupedSampler
 
 import hf_mtl.arguments
 from hf_mtl import MultiTaskModel, MultiTaskTrainer, parse_tasks, tokenize_and_align
 from hf_mtl.arguments import MultiTaskTrainingArguments
 from hf_mtl.cpu import threads_per_process
 from hf_mtl.data.collator import MultiTaskDataCollator
+from hf_mtl.data.sampling import ShuffledLengthGroupedSampler
 from hf_mtl.data.sources import DEMO_DATASET, load_source, parse_sources
 from hf_mtl.errors import HfMtlError
 from run_mtl import parse_args
@@ -91,7 +91,7 @@ def test_trainer_groups_by_length_and_sets_threads(tiny_model, tokenizer, demo_t
     finally:
         torch.set_num_threads(before)
     sampler = grouped._get_train_sampler()
-    assert isinstance(sampler, LengthGroupedSampler)
+    assert isinstance(sampler, ShuffledLengthGroupedSampler)
     assert sampler.lengths == demo_train["length"]
     assert sorted(sampler) == list(range(len(demo_train)))  # every row once per epoch
     shuffled = MultiTaskTrainer(
@@ -180,3 +180,19 @@ def test_prediction_keeps_the_data_order_under_length_grouping(tiny_model, token
             batch.pop("ner_labels"), batch.pop("sentiment_labels")
             expected = tiny_model(**batch).logits["ner"].argmax(dim=-1)[0]
             assert output.predictions["ner"][index][: len(expected)].tolist() == expected.tolist()
+
+
+def test_shuffled_length_grouped_sampler_keeps_batches_tight_in_a_random_order():
+    from hf_mtl.data.sampling import ShuffledLengthGroupedSampler
+
+    lengths = torch.randint(3, 120, (2000,), generator=torch.Generator().manual_seed(0)).tolist()
+    sampler = ShuffledLengthGroupedSampler(lengths, batch_size=10, generator=torch.Generator().manual_seed(1))
+    assert sampler.megabatch_batches == 50
+    order = list(sampler)
+    assert sorted(order) == list(range(2000))
+    batches = [order[i : i + 10] for i in range(0, 2000, 10)]
+    padding = sum(10 * max(lengths[i] for i in b) - sum(lengths[i] for i in b) for b in batches) / sum(lengths)
+    assert padding < 0.05
+    first_megabatch = [max(lengths[i] for i in b) for b in batches[:50]]
+    assert first_megabatch != sorted(first_megabatch, reverse=True)  # not swept from long to short
+    assert list(sampler) != order  # a new epoch, a new order
