@@ -80,12 +80,28 @@ class MultiTaskTrainer(Trainer):
         self._pcgrad_generator = torch.Generator().manual_seed(self.args.seed)
 
     def _get_train_sampler(self, train_dataset=None) -> torch.utils.data.Sampler | None:
+        if self.args.train_sampling_strategy != "group_by_length":
+            return super()._get_train_sampler(train_dataset)
         dataset = train_dataset if train_dataset is not None else self.train_dataset
-        columns = getattr(dataset, "column_names", None) or []
-        if self.args.train_sampling_strategy != "group_by_length" or self.args.length_column_name not in columns:
+        # The Trainer drops the columns the model does not take (`length` among them) before it asks for a
+        # sampler; the original training set has the same rows in the same order.
+        lengths = self._row_lengths(dataset)
+        if lengths is None and self.train_dataset is not None and has_length(dataset):
+            if len(self.train_dataset) == len(dataset):
+                lengths = self._row_lengths(self.train_dataset)
+        if lengths is None:
             return super()._get_train_sampler(train_dataset)
         batch_size = self.args.train_batch_size * self.args.gradient_accumulation_steps
-        return ShuffledLengthGroupedSampler(dataset[self.args.length_column_name], batch_size)
+        return ShuffledLengthGroupedSampler(lengths, batch_size)
+
+    def _row_lengths(self, dataset) -> list[int] | None:
+        """Each row's length, from the `length` column (hf_mtl's tokenisation writes it) or `input_ids`."""
+        columns = getattr(dataset, "column_names", None) or []
+        if self.args.length_column_name in columns:
+            return list(dataset[self.args.length_column_name])
+        if "input_ids" in columns:
+            return [len(ids) for ids in dataset["input_ids"]]
+        return None
 
     def _get_eval_sampler(self, eval_dataset) -> torch.utils.data.Sampler | None:
         # Row i of `predict()`'s output must be row i of the dataset (predictions.jsonl is written from it).

@@ -90,7 +90,8 @@ def test_trainer_groups_by_length_and_sets_threads(tiny_model, tokenizer, demo_t
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
-    sampler = grouped._get_train_sampler()
+    # As training gets it: after the unused columns are dropped, inside the accelerate-prepared loader.
+    sampler = grouped.get_train_dataloader().batch_sampler.sampler
     assert isinstance(sampler, ShuffledLengthGroupedSampler)
     assert sampler.lengths == demo_train["length"]
     assert sorted(sampler) == list(range(len(demo_train)))  # every row once per epoch
