@@ -5,7 +5,8 @@ Real sentences (SST-2 train + WNUT-17 train, equal mixing, as `configs/sst2_wnut
 - (a) `naive`: a plain PyTorch loop over the multi-task model, every example padded to 128, batch 4, fp32, AdamW;
 - (b) `defaults`: `MultiTaskTrainer` with hf_mtl's default arguments;
 - (c) `bf16`: the same with `--bf16 true` (CPU autocast);
-- (d) `plain`: the plain `Trainer` with a single-task `AutoModelForTokenClassification` on the same batches as (b);
+- (d) `plain`: the plain `Trainer` with a single-task `AutoModelForTokenClassification` on the same batches as (b)
+  (drawn with hf_mtl's length-grouped sampler);
 plus ablations (full run only) that switch one default at a time. Each mode warms up for a few steps, then is
 timed over windows of 50 steps (the naive loop: 64): length-grouped batches come in "megabatches" of 50 batches
 sorted by length, so 50 consecutive steps hold every length of a random sample of the rows, and windows compare
@@ -255,6 +256,23 @@ def trainer_training(trainer_class, model, arguments: dict, corpus, collator, st
     return {"step_ends": step_ends, "loading_seconds": timed_collator.seconds, "settings": settings}
 
 
+def same_batches_trainer():
+    """The plain `Trainer`, except that it draws length-grouped batches with hf_mtl's sampler, so that (d) trains on
+    exactly the batches of (b); everything else (model, loss, loop) is the Trainer's own."""
+    import transformers
+
+    from hf_mtl.data.sampling import ShuffledLengthGroupedSampler
+
+    class PlainTrainer(transformers.Trainer):
+        def _get_train_sampler(self, train_dataset=None):
+            if self.args.train_sampling_strategy != "group_by_length":
+                return super()._get_train_sampler(train_dataset)
+            lengths = [len(ids) for ids in self.train_dataset["input_ids"]]
+            return ShuffledLengthGroupedSampler(lengths, self.args.train_batch_size)
+
+    return PlainTrainer
+
+
 def naive_inference(model, tokenizer, texts: list[str]) -> None:
     """The naive forward pass: pad to 128, batch 4, fp32."""
     import torch
@@ -425,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
     log = BatchLog(*model_flop_constants(model))
     plain_window, steps = steps_for()
     run = trainer_training(
-        transformers.Trainer, model, {}, plain_corpus, DataCollatorForTokenClassification(tokenizer), steps, log
+        same_batches_trainer(), model, {}, plain_corpus, DataCollatorForTokenClassification(tokenizer), steps, log
     )
     record(
         "plain", "plain Trainer, AutoModelForTokenClassification", log, run["step_ends"], plain_window, run["settings"]
