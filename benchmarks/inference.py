@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quality import DATA, ROOT, save_results  # noqa: E402
+from quality import DATA, finish  # noqa: E402
 
 
 def real_sentences(count: int) -> list[str]:
@@ -142,11 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             f"Joint / pair: **{ratio:.2f}×** (target ≥ 1.8×: {'met' if ratio >= 1.8 else 'missed'}).",
         ]
     )
-    print(table)
-    output = args.output or (None if args.quick else ROOT / "benchmarks" / "results" / "inference.json")
-    docs = args.docs or (None if args.quick else ROOT / "docs" / "BENCHMARKS.md")
-    save_results(results, table, output, docs, "inference", "Inference: joint pipeline vs two single-task pipelines")
-    return 0
+    return finish(args, results, table, "inference", "Inference: joint pipeline vs two single-task pipelines")
 
 
 if __name__ == "__main__":

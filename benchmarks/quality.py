@@ -155,6 +155,16 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
+def finish(args, results: dict, table: str, key: str, title: str) -> int:
+    """Prints `table`; a full run (not `--quick`) also writes benchmarks/results/{key}.json and its docs section,
+    unless `--output` / `--docs` say where instead."""
+    print(table)
+    output = args.output or (None if args.quick else ROOT / "benchmarks" / "results" / f"{key}.json")
+    docs = args.docs or (None if args.quick else ROOT / "docs" / "BENCHMARKS.md")
+    save_results(results, table, output, docs, key, title)
+    return 0
+
+
 def save_results(results: dict, table: str, output: Path | None, docs: Path | None, key: str, title: str) -> None:
     """Writes the results JSON (when `output` is set) and the table into `docs` (when set)."""
     if output is not None:
@@ -305,15 +315,11 @@ def speed_settings(args, steps: int, seeds: list[int], limits: list[str]) -> int
             f"{delta[0]:+.1f} / {delta[1]:+.1f} |"
         )
     table = "\n".join(lines)
-    print(table)
     results = {"command": command, "steps": steps, "seeds": seeds, "runs": rows, "summary": summary}
-    output = args.output or (None if args.quick else ROOT / "benchmarks" / "results" / "speed_settings.json")
-    docs = args.docs or (None if args.quick else ROOT / "docs" / "BENCHMARKS.md")
     key, title = "speed_settings", "Do the speed settings cost accuracy?"
     if args.quick:
         key, title = "speed_settings_quick", "Do the speed settings cost accuracy? (quick benchmark)"
-    save_results(results, table, output, docs, key, title)
-    return 0
+    return finish(args, results, table, key, title)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quality import DATA, NEEDED, ROOT, fmt, run, save_results, summarise  # noqa: E402
+from quality import DATA, NEEDED, finish, fmt, run, summarise  # noqa: E402
 
 STRATEGIES = ("static", "uncertainty", "dwa", "pcgrad")
 
@@ -72,12 +72,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{cosine} | {cell['train_seconds']['mean'] / base:.2f}× |"
         )
     table = "\n".join(lines)
-    print(table)
     results = {"steps": steps, "seeds": args.seeds, "runs": rows, "summary": summary}
-    output = args.output or (None if args.quick else ROOT / "benchmarks" / "results" / "strategies.json")
-    docs = args.docs or (None if args.quick else ROOT / "docs" / "BENCHMARKS.md")
-    save_results(results, table, output, docs, "strategies", "Loss weighting strategies (SST-2 + WNUT-17)")
-    return 0
+    return finish(args, results, table, "strategies", "Loss weighting strategies (SST-2 + WNUT-17)")
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from inference import real_sentences  # noqa: E402
-from quality import DATA, NEEDED, ROOT, save_results  # noqa: E402
+from quality import DATA, NEEDED, ROOT, finish  # noqa: E402
 
 CONFIG = ROOT / "configs" / "sst2_wnut17.yaml"
 NAIVE_LENGTH, NAIVE_BATCH = 128, 4
@@ -549,11 +549,7 @@ def report(results: dict, args) -> int:
             " of the defaults' training time."
         )
     table = "\n".join(lines)
-    print(table)
-    output = args.output or (None if args.quick else ROOT / "benchmarks" / "results" / "throughput.json")
-    docs = args.docs or (None if args.quick else ROOT / "docs" / "BENCHMARKS.md")
-    save_results(results, table, output, docs, "throughput", "Training and inference speed on the CPU")
-    return 0
+    return finish(args, results, table, "throughput", "Training and inference speed on the CPU")
 
 
 if __name__ == "__main__":

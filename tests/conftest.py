@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import string
+import subprocess
+import sys
 from collections import Counter
 from importlib import resources
 from pathlib import Path
@@ -73,3 +75,19 @@ def shared_file(*parts: str) -> Path:
     if not path.is_file():
         pytest.skip(f"real data not available: {path} is missing (it lives in ../shared/data beside the repo)")
     return path
+
+
+def run_quick_benchmark(script: str, output: Path) -> subprocess.CompletedProcess:
+    """Runs `python benchmarks/<script> --quick --output <output>` from the repository root (the CI smoke version);
+    skips when the real corpora are absent, and fails with the script's stderr if it fails."""
+    if not (SHARED_DATA / "wnut17" / "wnut17train.conll").is_file():
+        pytest.skip(f"real data not available: {SHARED_DATA} is missing")
+    result = subprocess.run(
+        [sys.executable, f"benchmarks/{script}", "--quick", "--output", str(output)],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result

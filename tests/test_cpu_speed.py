@@ -1,8 +1,6 @@
 """CPU speed features: length-grouped batches, bf16 only where native, threads per process, the fast pipeline."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,7 +17,7 @@ from hf_mtl.data.sources import DEMO_DATASET, load_source, parse_sources
 from hf_mtl.errors import HfMtlError
 from run_mtl import parse_args
 
-from .conftest import SHARED_DATA
+from .conftest import run_quick_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = parse_tasks(None)
@@ -139,17 +137,8 @@ def test_pipeline_batches_a_list_by_length_and_answers_in_input_order(tiny_dir, 
 
 @pytest.mark.integration
 def test_throughput_benchmark_quick(tmp_path):
-    if not (SHARED_DATA / "wnut17" / "wnut17train.conll").is_file():
-        pytest.skip(f"real data not available: {SHARED_DATA} is missing")
     output = tmp_path / "throughput.json"
-    result = subprocess.run(
-        [sys.executable, "benchmarks/throughput.py", "--quick", "--output", str(output)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_quick_benchmark("throughput.py", output)
     results = json.loads(output.read_text())
     assert {"naive", "defaults", "plain"} <= set(results["modes"])
     assert results["same_batches"] is True

@@ -1,8 +1,6 @@
 """Two corpora, each labelled for one task: per-corpus evaluation, merged metrics, single-task baselines."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +10,7 @@ from transformers import AutoModel
 from hf_mtl import parse_tasks
 from hf_mtl.metrics import merge_dataset_metrics
 from run_mtl import main
-from tests.conftest import SHARED_DATA
+from tests.conftest import run_quick_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--max_steps", "4", "--logging_steps", "2", "--learning_rate", "1e-3", "--disable_tqdm", "true"]
@@ -134,17 +132,8 @@ def test_only_tasks_rejects_an_unknown_task(two_corpora, tmp_path):
 
 @pytest.mark.integration
 def test_quality_benchmark_quick(tmp_path):
-    if not (SHARED_DATA / "wnut17" / "wnut17train.conll").is_file():
-        pytest.skip(f"real data not available: {SHARED_DATA} is missing")
     output = tmp_path / "quality.json"
-    result = subprocess.run(
-        [sys.executable, "benchmarks/quality.py", "--quick", "--output", str(output)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_quick_benchmark("quality.py", output)
     results = json.loads(output.read_text())
     assert {row["run"] for row in results["runs"]} == {"single_sentiment", "single_ner", "multi_task"}
     assert set(results["mixing"]) == {"proportional", "temperature_2", "equal"}
