@@ -84,11 +84,11 @@ class MultiTaskTrainer(Trainer):
             return super()._get_train_sampler(train_dataset)
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         # The Trainer drops the columns the model does not take (`length` among them) before it asks for a
-        # sampler; the original training set has the same rows in the same order.
+        # sampler; the original training set has the same rows in the same order, and still has `length`.
+        original = self.train_dataset
+        if original is not None and has_length(dataset) and has_length(original) and len(original) == len(dataset):
+            dataset = original
         lengths = self._row_lengths(dataset)
-        if lengths is None and self.train_dataset is not None and has_length(dataset):
-            if len(self.train_dataset) == len(dataset):
-                lengths = self._row_lengths(self.train_dataset)
         if lengths is None:
             return super()._get_train_sampler(train_dataset)
         batch_size = self.args.train_batch_size * self.args.gradient_accumulation_steps
