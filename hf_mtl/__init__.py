@@ -9,6 +9,7 @@ from .metrics import build_compute_metrics, preprocess_logits_for_metrics
 from .modeling_mtl import MultiTaskModel, MultiTaskModelOutput
 from .pipeline import MultiTaskPipeline, register_pipeline
 from .tasks import DEFAULT_TASKS, TaskKind, TaskSpec, parse_tasks
+from .tokenization import load_tokenizer
 from .trainer import MultiTaskTrainer
 
 __version__ = "0.1.0"
@@ -32,6 +33,7 @@ __all__ = [
     "TaskKind",
     "TaskSpec",
     "build_compute_metrics",
+    "load_tokenizer",
     "mix_datasets",
     "parse_tasks",
     "preprocess_logits_for_metrics",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from transformers import AutoConfig, PretrainedConfig
@@ -11,6 +12,8 @@ from .auto_map import AUTO_MAP, write_config_module
 from .errors import HfMtlError
 from .loss_weighting import LossWeighting
 from .tasks import TaskSpec, parse_tasks
+
+logger = logging.getLogger(__name__)
 
 SENTENCE_POOLING = ("pooler", "cls", "mean")
 
@@ -30,9 +33,18 @@ class MultiTaskConfig(PretrainedConfig):
             Dropout before each head. Defaults to the encoder's `classifier_dropout`, then its
             `hidden_dropout_prob`, then 0.1.
         sentence_pooling (`str`, *optional*, defaults to `"pooler"`):
-            What sentence heads read: `pooler` (the encoder's pooled [CLS] output, or the [CLS] state when it has no
-            pooler), `cls` (the [CLS] hidden state) or `mean` (the mean over non-padding tokens, which is how
-            sentence-transformers checkpoints such as all-MiniLM-L6-v2 were trained).
+            What sentence heads read: `pooler` (the encoder's pooled [CLS] output), `cls` (the [CLS] hidden state) or
+            `mean` (the mean over non-padding tokens, which is how sentence-transformers checkpoints such as
+            all-MiniLM-L6-v2 were trained). `pooler` on an encoder without a pretrained pooler becomes `cls`, with a
+            warning.
+        encoder_pooler (`bool`, *optional*):
+            Whether the encoder checkpoint has a pretrained pooler. `False` (DistilBERT, ELECTRA, DeBERTa-v2 and most
+            masked-LM checkpoints): the encoder is built without one, since its weights would be random, and
+            `sentence_pooling="pooler"` falls back to `cls`. `None` (a config built by hand): the encoder is built as
+            `AutoModel.from_config` builds it. [`MultiTaskModel.from_encoder`] sets it from the checkpoint.
+        max_seq_length (`int`, *optional*):
+            The length (in sub-tokens) the model was trained with; the `multitask` pipeline truncates or windows
+            texts at it. Set by the training script; `None` means the tokenizer's maximum.
         loss_weighting (`str`, *optional*, defaults to `"static"`):
             How task losses combine (see `hf_mtl.loss_weighting`). `uncertainty` gives the model one learned
             log-variance per task (`log_variances`), saved with it; `dwa` and `pcgrad` are applied by the trainer.
@@ -59,6 +71,8 @@ class MultiTaskConfig(PretrainedConfig):
     classifier_dropout: float | None = None
     sentence_pooling: str = "pooler"
     loss_weighting: str = "static"
+    encoder_pooler: bool | None = None
+    max_seq_length: int | None = None
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -69,6 +83,14 @@ class MultiTaskConfig(PretrainedConfig):
             raise HfMtlError(f"loss_weighting {self.loss_weighting!r} is not one of {weightings}")
         if self.sentence_pooling not in SENTENCE_POOLING:
             raise HfMtlError(f"sentence_pooling {self.sentence_pooling!r} is not one of {list(SENTENCE_POOLING)}")
+        if self.sentence_pooling == "pooler" and self.encoder_pooler is False:
+            logger.warning(
+                "The encoder checkpoint has no pretrained pooler: sentence heads read the [CLS] hidden state "
+                "(sentence_pooling='cls') instead of a randomly initialised pooler"
+            )
+            self.sentence_pooling = "cls"
+        if self.max_seq_length is not None and self.max_seq_length < 1:
+            raise HfMtlError(f"max_seq_length must be positive, got {self.max_seq_length}")
         # Validate once and store plain dicts, so that `config.json` stays readable and round-trips.
         self.tasks = [task.to_dict() for task in parse_tasks(self.tasks, where=f"{type(self).__name__}.tasks")]
 
@@ -94,4 +116,14 @@ class MultiTaskConfig(PretrainedConfig):
         return float(getattr(self.encoder, "hidden_dropout_prob", 0.1))
 
 
-__all__ = ["MultiTaskConfig"]
+def saved_multitask_config(name_or_path: str, **kwargs) -> MultiTaskConfig | None:
+    """The [`MultiTaskConfig`] of `name_or_path` if it is a saved hf_mtl model (a Hub id or a local folder, told
+    apart by its config's `model_type`, as `AutoConfig` does), else `None` (a plain encoder checkpoint).
+
+    Raises `OSError` / `ValueError` as `AutoConfig.from_pretrained` does when there is no config to read.
+    """
+    config = AutoConfig.from_pretrained(name_or_path, **kwargs)
+    return config if isinstance(config, MultiTaskConfig) else None
+
+
+__all__ = ["MultiTaskConfig", "saved_multitask_config"]

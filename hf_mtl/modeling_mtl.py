@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -82,6 +83,8 @@ class MultiTaskModel(MultiTaskPreTrainedModel):
     def __init__(self, config: MultiTaskConfig):
         super().__init__(config)
         self.encoder = AutoModel.from_config(config.encoder)
+        if config.encoder_pooler is False:
+            drop_pooler(self.encoder)
         dropout = config.head_dropout
         self.heads = nn.ModuleDict(
             {task.name: build_head(task, config.encoder.hidden_size, dropout) for task in config.task_specs}
@@ -93,24 +96,71 @@ class MultiTaskModel(MultiTaskPreTrainedModel):
 
     @classmethod
     def from_encoder(
-        cls, encoder_name_or_path: str, tasks: list[dict] | None = None, **config_kwargs
+        cls,
+        encoder_name_or_path: str,
+        tasks: list[dict] | None = None,
+        encoder_kwargs: dict[str, Any] | None = None,
+        **config_kwargs,
     ) -> MultiTaskModel:
         """Starts a multi-task model from a pretrained encoder checkpoint (a Hub id or a local folder).
 
-        The encoder's weights are loaded; the heads are new and randomly initialised.
+        The encoder is loaded with `AutoModel.from_pretrained`, as transformers loads the base model of any of its
+        task models: every common layout works, bare (a saved `BertModel`, sentence-transformers) or prefixed by
+        the architecture's `base_model_prefix` next to head tensors (`BertForPreTraining`'s `bert.*` and `cls.*`,
+        `RobertaForMaskedLM`'s `roberta.*` and `lm_head.*`, ...). The heads are new and randomly initialised.
+
+        Nothing else may be random: if any encoder tensor is missing from the checkpoint (or has another shape),
+        this raises [`HfMtlError`] naming the checkpoint and the first missing keys. A pooler the checkpoint does
+        not have (most masked-LM checkpoints; DistilBERT, ELECTRA and DeBERTa-v2 have none at all) is left out, and
+        `sentence_pooling="pooler"` falls back to `cls` with a warning (`config.encoder_pooler=False`).
 
         Args:
             encoder_name_or_path (`str`): A checkpoint that `AutoModel` can load (BERT family first).
             tasks (`list[dict]`, *optional*): Task entries; defaults to `sentiment` and `ner`.
-            config_kwargs: Further [`MultiTaskConfig`] fields (`classifier_dropout`).
+            encoder_kwargs (`dict`, *optional*): Passed to `AutoModel.from_pretrained` (`revision`, `cache_dir`,
+                `token`, ...). The encoder is loaded in float32 unless `dtype` is given.
+            config_kwargs: Further [`MultiTaskConfig`] fields (`classifier_dropout`, `sentence_pooling`, ...).
         """
-        from transformers import AutoConfig
+        encoder_kwargs = {"dtype": torch.float32, **(encoder_kwargs or {})}
+        encoder, loading_info = AutoModel.from_pretrained(
+            encoder_name_or_path, output_loading_info=True, **encoder_kwargs
+        )
+        missing = sorted(loading_info["missing_keys"])
+        pooler_missing = [key for key in missing if key.split(".")[0] == "pooler"]
+        random_keys = [key for key in missing if key not in pooler_missing]
+        random_keys += sorted(
+            str(key[0] if isinstance(key, tuple) else key) for key in loading_info["mismatched_keys"]
+        )
+        if random_keys:
+            raise HfMtlError(
+                f"{encoder_name_or_path}: {len(random_keys)} encoder tensor(s) are not in the checkpoint and would be "
+                f"randomly initialised (e.g. {', '.join(random_keys[:3])}); refusing to train a partly random encoder"
+            )
+        has_pooler = getattr(encoder, "pooler", None) is not None and not pooler_missing
+        if not has_pooler:
+            drop_pooler(encoder)
+        config = MultiTaskConfig(encoder=encoder.config, tasks=tasks, encoder_pooler=has_pooler, **config_kwargs)
+        model = cls(config)
+        model.encoder = encoder
+        return model
 
-        encoder_config = AutoConfig.from_pretrained(encoder_name_or_path)
-        config = MultiTaskConfig(encoder=encoder_config, tasks=tasks, **config_kwargs)
-        # The checkpoint's keys lack the `encoder.` prefix: `from_pretrained` maps them through
-        # `base_model_prefix`, exactly as `BertForTokenClassification.from_pretrained("bert-base-cased")` does.
-        return cls.from_pretrained(encoder_name_or_path, config=config)
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """As [`~transformers.PreTrainedModel.from_pretrained`] for a saved hf_mtl model, except that a checkpoint
+        missing any of the model's tensors (they would be randomly initialised) raises [`HfMtlError`]. To start
+        from a plain encoder checkpoint, use [`~MultiTaskModel.from_encoder`]."""
+        want_info = kwargs.pop("output_loading_info", False)
+        model, loading_info = super().from_pretrained(
+            pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs
+        )
+        missing = sorted(loading_info["missing_keys"])
+        if missing:
+            raise HfMtlError(
+                f"{pretrained_model_name_or_path}: {len(missing)} tensor(s) of the hf_mtl model are not in the "
+                f"checkpoint and would be randomly initialised (e.g. {', '.join(missing[:3])}); to start from an "
+                "encoder checkpoint use MultiTaskModel.from_encoder"
+            )
+        return (model, loading_info) if want_info else model
 
     def forward(
         self,
@@ -122,9 +172,12 @@ class MultiTaskModel(MultiTaskPreTrainedModel):
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
         return_dict: bool | None = None,
+        label_smoothing: float = 0.0,
         **task_labels: torch.Tensor | None,
     ) -> MultiTaskModelOutput | tuple:
         r"""
+        label_smoothing (`float`, *optional*, defaults to 0.0):
+            Label smoothing ε of every head's cross-entropy (the Trainer's `label_smoothing_factor`).
         task_labels (`torch.LongTensor`, *optional*):
             One keyword per task, `{task}_labels`: shape `(batch_size,)` for sequence tasks and `(batch_size,
             sequence_length)` for token tasks, `-100` where there is no label. Tasks without a tensor add no loss.
@@ -158,7 +211,7 @@ class MultiTaskModel(MultiTaskPreTrainedModel):
         labelled = [task for task in specs if task_labels.get(task.label_key) is not None]
         if labelled:
             task_losses = {
-                task.name: self.heads[task.name].loss(logits[task.name], task_labels[task.label_key])
+                task.name: self.heads[task.name].loss(logits[task.name], task_labels[task.label_key], label_smoothing)
                 for task in labelled
             }
             loss = self.combine_losses(task_losses, task_labels)
@@ -214,7 +267,11 @@ class MultiTaskModel(MultiTaskPreTrainedModel):
                 return sequence_output.mean(dim=1)
             mask = attention_mask.unsqueeze(-1).to(sequence_output.dtype)
             return (sequence_output * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
-        return sequence_output[:, 0]
+        if attention_mask is None:
+            return sequence_output[:, 0]
+        # The first attended position: [CLS] under right padding (0) and under left padding alike.
+        first = attention_mask.long().argmax(dim=1)
+        return sequence_output[torch.arange(sequence_output.shape[0], device=first.device), first]
 
     def check_labels_match(self, tasks: list) -> None:
         """Raises if `tasks` (from data or flags) disagree with this model's tasks, label for label."""
@@ -222,6 +279,13 @@ class MultiTaskModel(MultiTaskPreTrainedModel):
         theirs = {task.name: task.labels for task in tasks}
         if mine != theirs:
             raise HfMtlError(f"the model's tasks and labels {mine} differ from the requested ones {theirs}")
+
+
+def drop_pooler(encoder: PreTrainedModel) -> None:
+    """Removes an encoder's pooler (as `add_pooling_layer=False` builds BERT-style models): its weights are not
+    pretrained, and the encoders' `forward` then returns no `pooler_output`."""
+    if getattr(encoder, "pooler", None) is not None:
+        encoder.pooler = None
 
 
 __all__ = ["MultiTaskModel", "MultiTaskModelOutput", "MultiTaskPreTrainedModel"]
