@@ -22,12 +22,13 @@ import datasets
 import transformers
 import yaml
 from datasets import Dataset
-from transformers import AutoConfig, AutoTokenizer, EarlyStoppingCallback, HfArgumentParser, set_seed
+from transformers import EarlyStoppingCallback, HfArgumentParser, set_seed
 from transformers.hf_argparser import string_to_bool
 from transformers.trainer_utils import get_last_checkpoint
 
 import hf_mtl
 from hf_mtl.arguments import DataArguments, ModelArguments, MultiTaskTrainingArguments
+from hf_mtl.configuration_mtl import saved_multitask_config
 from hf_mtl.data import mix_datasets, tokenize_and_align
 from hf_mtl.data.sources import LoadedSource, load_source, parse_sources, restrict_to_tasks
 from hf_mtl.errors import HfMtlError
@@ -40,6 +41,7 @@ from hf_mtl.plots import plot_training_curves
 from hf_mtl.predictions import write_predictions
 from hf_mtl.raw_text import read_texts, write_text_predictions
 from hf_mtl.tasks import TaskSpec, parse_tasks
+from hf_mtl.tokenization import load_tokenizer
 from hf_mtl.trainer import MultiTaskTrainer
 
 logger = logging.getLogger("run_mtl")
@@ -107,19 +109,23 @@ def parse_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, MultiTas
 
 
 def resolve_tasks(model_args: ModelArguments) -> tuple[list[TaskSpec], bool]:
-    """The tasks to train, and whether `model_name_or_path` is a saved hf_mtl model (whose tasks win)."""
-    path = Path(model_args.model_name_or_path)
-    if (path / "config.json").is_file():
-        config = json.loads((path / "config.json").read_text())
-        if config.get("model_type") == hf_mtl.MultiTaskConfig.model_type:
-            saved = parse_tasks(config.get("tasks"), where=str(path / "config.json"))
-            if model_args.tasks is not None and parse_tasks(model_args.tasks) != saved:
-                raise HfMtlError(
-                    f"{path}: the saved model's tasks {[t.to_dict() for t in saved]} differ from --tasks; "
-                    "drop --tasks or start from an encoder"
-                )
-            return saved, True
-    return parse_tasks(model_args.tasks, where="--tasks"), False
+    """The tasks to train, and whether `model_name_or_path` is a saved hf_mtl model, by Hub id or folder (its tasks
+    win)."""
+    name = model_args.model_name_or_path
+    try:
+        saved = saved_multitask_config(resolve_encoder(name))
+    except HfMtlError:
+        raise
+    except (OSError, ValueError, KeyError) as err:
+        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise HfMtlError(f"--model_name_or_path {name}: cannot load ({first_line})") from err
+    if saved is None:
+        return parse_tasks(model_args.tasks, where="--tasks"), False
+    if model_args.tasks is not None and parse_tasks(model_args.tasks) != saved.task_specs:
+        raise HfMtlError(
+            f"{name}: the saved model's tasks {saved.tasks} differ from --tasks; drop --tasks or start from an encoder"
+        )
+    return saved.task_specs, True
 
 
 def refuse_pickled_weights(path: str, allowed: bool) -> None:
@@ -146,11 +152,9 @@ def load_tokenizer_and_model(
     tokenizer_path = resolve_encoder(model_args.tokenizer_name or model_args.model_name_or_path)
     refuse_pickled_weights(model_path, model_args.allow_pickled_weights)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
+        tokenizer = load_tokenizer(tokenizer_path)
         if from_saved_model:
             return tokenizer, MultiTaskModel.from_pretrained(model_path)
-        if AutoConfig.from_pretrained(model_path).model_type == hf_mtl.MultiTaskConfig.model_type:
-            raise HfMtlError(f"{model_path}: looks like an hf_mtl model but has no local config.json")
         model = MultiTaskModel.from_encoder(
             model_path,
             [task.to_dict() for task in tasks],
@@ -277,6 +281,9 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Mul
             "--max_seq_length %d exceeds the model's maximum %d; using %d", data_args.max_seq_length, limit, limit
         )
         data_args.max_seq_length = limit
+    # Saved with the model: the pipeline truncates (or windows) texts at the length the model was trained with.
+    if training_args.do_train:
+        model.config.max_seq_length = data_args.max_seq_length
     train = tokenized_split(loaded, "train", tokenizer, tasks, data_args, data_args.max_train_samples)
     evals = tokenized_split(loaded, "validation", tokenizer, tasks, data_args, data_args.max_eval_samples)
     tests = tokenized_split(loaded, "test", tokenizer, tasks, data_args, data_args.max_predict_samples)

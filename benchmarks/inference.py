@@ -59,7 +59,6 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import (
         AutoModelForSequenceClassification,
         AutoModelForTokenClassification,
-        AutoTokenizer,
         pipeline,
     )
     from transformers.utils import logging as hf_logging
@@ -72,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     repeats = args.repeats or (1 if args.quick else 3)
     texts = real_sentences(count)
     encoder = resolve_encoder(MINILM.hub_id)
-    tokenizer = AutoTokenizer.from_pretrained(encoder)
+    tokenizer = hf_mtl.load_tokenizer(encoder)
     tasks = hf_mtl.parse_tasks(None)
     ner = tasks[1]
     torch.manual_seed(0)

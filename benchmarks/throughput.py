@@ -343,9 +343,9 @@ def main(argv: list[str] | None = None) -> int:
     import datasets
     import torch
     import transformers
-    from transformers import AutoModelForTokenClassification, AutoTokenizer, DataCollatorForTokenClassification
+    from transformers import AutoModelForTokenClassification, DataCollatorForTokenClassification
 
-    from hf_mtl import MultiTaskModel, MultiTaskTrainer
+    from hf_mtl import MultiTaskModel, MultiTaskTrainer, load_tokenizer
     from hf_mtl.cpu import has_native_bf16
     from hf_mtl.data.collator import MultiTaskDataCollator
     from hf_mtl.packaged_encoder import MINILM, resolve_encoder
@@ -356,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     n_windows = args.windows or (2 if args.quick else 3)
     window_steps = args.window_steps or (8 if args.quick else 50)
     encoder = resolve_encoder(MINILM.hub_id)
-    tokenizer = AutoTokenizer.from_pretrained(encoder)
+    tokenizer = load_tokenizer(encoder)
     import yaml
 
     config = yaml.safe_load(CONFIG.read_text())

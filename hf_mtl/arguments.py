@@ -201,7 +201,23 @@ class MultiTaskTrainingArguments(TrainingArguments):
         default=None,
         metadata={
             "help": "Stop after this many evaluations without improvement of metric_for_best_model "
-            "(default combined_score)."
+            "(default combined_score), with one evaluation set or one per corpus."
+        },
+    )
+    metric_for_best_model: str | None = field(
+        default=None,
+        metadata={
+            "help": "The metric that picks the best checkpoint (--load_best_model_at_end) and drives early stopping. "
+            "Default with either: combined_score, the mean over tasks of accuracy / entity F1, merged over the "
+            "evaluation corpora. Any eval metric works (sentiment_accuracy, ner_f1, sst2_sentiment_accuracy, loss)."
+        },
+    )
+    label_smoothing_factor: float = field(
+        default=0.0,
+        metadata={
+            "help": "Label smoothing ε, applied by every head (sentence and token) to its own cross-entropy: the "
+            "target is 1-ε on the gold label plus ε/num_labels on each label; unlabelled (-100) positions still "
+            "count for nothing."
         },
     )
 
@@ -219,7 +235,11 @@ class MultiTaskTrainingArguments(TrainingArguments):
                 raise HfMtlError(f"--early_stopping_patience must be at least 1, got {self.early_stopping_patience}")
             if self.eval_strategy in ("no", None):
                 raise HfMtlError("--early_stopping_patience needs evaluations: set --eval_strategy steps or epoch")
+        if self.early_stopping_patience is not None or self.load_best_model_at_end:
+            # The Trainer's default, `loss`, does not exist once several evaluation sets are merged per task.
             self.metric_for_best_model = self.metric_for_best_model or "combined_score"
+        if not 0.0 <= self.label_smoothing_factor < 1.0:
+            raise HfMtlError(f"--label_smoothing_factor must be in [0, 1), got {self.label_smoothing_factor}")
         if self.learning_rate <= 0:
             raise HfMtlError(f"--learning_rate must be positive, got {self.learning_rate}")
         for flag in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):

@@ -32,15 +32,19 @@ class TaskHead(nn.Module):
     def forward(self, sequence_output: torch.Tensor, pooled_output: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.dropout(self.select_features(sequence_output, pooled_output)))
 
-    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
         """Mean cross-entropy over the labelled positions; exactly 0 (never NaN) when there are none.
 
         A batch drawn from a corpus labelled for another task carries only `-100` for this task: it then adds
-        nothing to the loss and nothing to the gradients, instead of the `0 / 0` of a plain mean.
+        nothing to the loss and nothing to the gradients, instead of the `0 / 0` of a plain mean. With
+        `label_smoothing` = ε the target is `1 - ε` on the gold label plus `ε / num_labels` on every label, the
+        Trainer's `label_smoothing_factor` rule; positions labelled -100 still count for nothing.
         """
         labels = labels.to(logits.device).reshape(-1)
         logits = logits.reshape(-1, logits.shape[-1]).float()
-        total = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="sum")
+        total = F.cross_entropy(
+            logits, labels, ignore_index=IGNORE_INDEX, reduction="sum", label_smoothing=label_smoothing
+        )
         count = (labels != IGNORE_INDEX).sum().clamp(min=1)
         return total / count
 

@@ -34,9 +34,12 @@ class MultiTaskPipeline(Pipeline):
             `first`: a word takes the tag of its first sub-token (as the model was trained), entities group whole
             words; `simple`: each sub-token keeps its own tag and entities group sub-tokens, as the
             token-classification pipeline's `aggregation_strategy="simple"` does.
-        max_length (`int`, *optional*): Truncate longer texts to this many sub-tokens (default: the tokenizer's
-            maximum). Texts that are cut log a warning; entities after the cut are not returned, and sentence
-            tasks see only the kept part.
+        max_length (`int`, *optional*): Truncate longer texts to this many sub-tokens (default: the length the
+            model was trained with, `config.max_seq_length`, else the tokenizer's maximum). Texts that are cut log a
+            warning; entities after the cut are not returned, and sentence tasks see only the kept part.
+
+    Batches are padded on the tokenizer's padding side, right or left, as in training; each text's answers are read
+    from its own (attended) positions either way.
     """
 
     def __init__(self, *args, **kwargs):
@@ -89,7 +92,9 @@ class MultiTaskPipeline(Pipeline):
             raise ValueError(
                 f"the {TASK_NAME} pipeline takes a string (or a list of strings), got {type(text).__name__}"
             )
-        max_length = max_length or self.tokenizer.model_max_length
+        max_length = (
+            max_length or getattr(self.model.config, "max_seq_length", None) or self.tokenizer.model_max_length
+        )
         encoding = self.tokenizer(
             text,
             truncation=True,
@@ -112,6 +117,7 @@ class MultiTaskPipeline(Pipeline):
         logits = self.model(**inputs).logits
         # Flat keys, so that the Pipeline's batching splits every tensor back per text.
         return {
+            "attention_mask": inputs["attention_mask"],
             "offset_mapping": offsets,
             "word_ids": word_ids,
             "text": text,
@@ -122,6 +128,8 @@ class MultiTaskPipeline(Pipeline):
         tasks = self._task_specs()
         token_tasks = [task for task in tasks if task.is_token_task]
         word_ids, text = outputs["word_ids"], outputs["text"]
+        # This text's own positions in a batch padded on either side.
+        attended = outputs["attention_mask"][0].bool()
         result: dict[str, Any] = {}
         for task in tasks:
             probabilities = torch.softmax(outputs[f"logits_{task.name}"][0].float(), dim=-1)
@@ -129,8 +137,8 @@ class MultiTaskPipeline(Pipeline):
                 score, index = probabilities.max(dim=-1)
                 result[task.name] = {"label": task.labels[int(index)], "score": float(score)}
                 continue
-            offsets = outputs["offset_mapping"][0][: len(word_ids)].tolist()
-            units = _units(word_ids, offsets, probabilities[: len(word_ids)], task.labels, aggregation_strategy)
+            offsets = outputs["offset_mapping"][0][attended].tolist()
+            units = _units(word_ids, offsets, probabilities[attended], task.labels, aggregation_strategy)
             key = "entities" if len(token_tasks) == 1 else task.name
             result[key] = [{**entity, "word": text[entity["start"] : entity["end"]]} for entity in _group(units)]
         return result

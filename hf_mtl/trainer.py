@@ -116,6 +116,9 @@ class MultiTaskTrainer(Trainer):
         return_outputs: bool = False,
         num_items_in_batch: torch.Tensor | int | None = None,
     ):
+        if self.args.label_smoothing_factor:
+            # Applied by each head to its own labels: the Trainer's label smoother only knows a single `labels` key.
+            inputs = {**inputs, "label_smoothing": self.args.label_smoothing_factor}
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
         if model.training and self.weighting == LossWeighting.DWA:
             weights = {t.name: t.weight for t in self.accelerator.unwrap_model(model).config.task_specs}
@@ -218,15 +221,27 @@ class MultiTaskTrainer(Trainer):
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
         """As [`~transformers.Trainer.evaluate`]; with one evaluation set per corpus (a dict), each set's metrics come
-        prefixed with its name and are also merged per task, with a `combined_score` over tasks (logged too)."""
+        prefixed with its name and are also merged per task, with a `combined_score` over tasks (logged too).
+
+        With several sets, callbacks get one `on_evaluate` with every set's metrics and the merged ones (the Trainer
+        would call it once per set, with that set's keys only), so that `EarlyStoppingCallback` and
+        `metric_for_best_model` see `eval_combined_score`.
+        """
         datasets = eval_dataset if eval_dataset is not None else self.eval_dataset
-        metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
-        if isinstance(datasets, dict):
-            tasks = self.accelerator.unwrap_model(self.model).config.task_specs
-            merged = merge_dataset_metrics(metrics, metric_key_prefix, list(datasets), tasks)
-            if merged:
-                self.log(dict(merged))
-                metrics.update(merged)
+        if not isinstance(datasets, dict):
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        handler = self.callback_handler
+        handler.on_evaluate = lambda args, state, control, metrics: control  # once per set: not yet
+        try:
+            metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        finally:
+            del handler.on_evaluate
+        tasks = self.accelerator.unwrap_model(self.model).config.task_specs
+        merged = merge_dataset_metrics(metrics, metric_key_prefix, list(datasets), tasks)
+        if merged:
+            self.log(dict(merged))
+            metrics.update(merged)
+        self.control = handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
 
     def evaluation_loop(
