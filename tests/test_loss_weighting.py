@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from transformers import BertConfig, BertModel
 
-from hf_mtl import HfMtlError, MultiTaskModel, MultiTaskTrainer, parse_tasks, tokenize_and_align
+from hf_mtl import HfMtlError, MultiTaskConfig, MultiTaskModel, MultiTaskTrainer, parse_tasks, tokenize_and_align
 from hf_mtl.arguments import MultiTaskTrainingArguments
 from hf_mtl.data.sources import DEMO_DATASET, load_source, parse_sources
 from hf_mtl.loss_weighting import dwa_weights, mean_pairwise_cosine, pcgrad_project
@@ -119,46 +120,74 @@ def test_each_strategy_trains_and_logs_task_weights(tiny_dir, tokenizer, demo, t
         assert logs[2]["weight_ner"] == pytest.approx(expected["ner"])
 
 
-def test_pcgrad_leaves_head_gradients_untouched(tiny_dir, tokenizer, demo, tmp_path):
-    batch = MultiTaskTrainer(
-        model=MultiTaskModel.from_encoder(str(tiny_dir)),
-        args=MultiTaskTrainingArguments(str(tmp_path), report_to="none"),
-        processing_class=tokenizer,
-    ).data_collator([demo[i] for i in range(8)])
-    grads = {}
-    for strategy in ("static", "pcgrad"):
-        torch.manual_seed(0)
-        model = MultiTaskModel.from_encoder(str(tiny_dir))
-        args = MultiTaskTrainingArguments(str(tmp_path / strategy), report_to="none", loss_weighting=strategy)
-        trainer = MultiTaskTrainer(model=model, args=args, processing_class=tokenizer)
-        trainer.current_gradient_accumulation_steps = 1  # set by the training loop, which this test bypasses
-        torch.manual_seed(1)
-        trainer.training_step(model, dict(batch))
-        grads[strategy] = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
-    for name, grad in grads["static"].items():
-        if name.startswith("heads."):
-            torch.testing.assert_close(grads["pcgrad"][name], grad)
-    changed = [
-        n
-        for n in grads["static"]
-        if n.startswith("encoder.") and not torch.equal(grads["static"][n], grads["pcgrad"][n])
+def _flat(gradients, parameters):
+    return torch.cat(
+        [(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(gradients, parameters)]
+    )
+
+
+def test_pcgrad_training_step_matches_a_projection_by_hand(tiny_dir, tokenizer, tmp_path):
+    # A sentence task "seq" (reading the [CLS] state) and a token task "tok" with the same three labels, whose heads
+    # are made identical. At [CLS], "seq" wants label 0 and "tok" label 1: the same logits pulled towards different
+    # classes, so the two gradients on the encoder conflict; "tok" also labels a word per row, so they are not
+    # simply opposite. Weights 1 and 0.5 check that each task's gradient is that of weight * loss.
+    tags = ["O", "B-X", "I-X"]
+    tasks = [
+        {"name": "seq", "kind": "sequence_classification", "labels": tags, "weight": 1.0},
+        {"name": "tok", "kind": "token_classification", "labels": tags, "weight": 0.5},
     ]
-    model = MultiTaskModel.from_encoder(str(tiny_dir))
-    out = model(**{k: v for k, v in batch.items()})
-    shared = list(model.encoder.parameters())
-    g = [
-        torch.cat(
-            [
-                (x if x is not None else torch.zeros_like(p)).reshape(-1)
-                for x, p in zip(
-                    torch.autograd.grad(out.task_losses[t], shared, retain_graph=True, allow_unused=True), shared
-                )
-            ]
-        )
-        for t in ("sentiment", "ner")
-    ]
-    if torch.dot(g[0], g[1]) < 0:
-        assert changed  # conflicting gradients: the encoder's gradient was projected
+    encoder_config = BertConfig.from_pretrained(tiny_dir, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    # "cls" pooling: the heads read the [CLS] state, so no task reaches the encoder's pooler.
+    config = MultiTaskConfig(encoder=encoder_config, tasks=tasks, classifier_dropout=0.0, sentence_pooling="cls")
+    torch.manual_seed(0)
+    model = MultiTaskModel(config)  # new heads; the tiny encoder's weights loaded below
+    model.encoder.load_state_dict(BertModel.from_pretrained(tiny_dir).state_dict())
+    with torch.no_grad():
+        model.heads["tok"].classifier.weight.copy_(model.heads["seq"].classifier.weight)
+        model.heads["tok"].classifier.bias.copy_(model.heads["seq"].classifier.bias)
+    batch = dict(tokenizer(["anna loved the food in paris", "bad trip"], padding=True, return_tensors="pt"))
+    batch["seq_labels"] = torch.tensor([0, 0])
+    batch["tok_labels"] = torch.full_like(batch["input_ids"], -100)
+    batch["tok_labels"][:, 0] = 1  # [CLS]
+    batch["tok_labels"][0, 1], batch["tok_labels"][1, 1] = 0, 2
+
+    # Independently of the trainer: each task's gradient on the encoder, projected by hand, summed.
+    model.train()  # as training_step does; every dropout probability is 0, so this is deterministic
+    encoder = [p for p in model.encoder.parameters() if p.requires_grad]
+    heads = [p for p in model.heads.parameters()]
+    out = model(**batch)
+    g1, g2 = (
+        _flat(torch.autograd.grad(w * out.task_losses[t], encoder, retain_graph=True, allow_unused=True), encoder)
+        for t, w in (("seq", 1.0), ("tok", 0.5))
+    )
+    dot = torch.dot(g1, g2)
+    assert dot < 0  # the gradients conflict
+    assert dot > -0.9 * g1.norm() * g2.norm()  # but are not anti-parallel (which would project both to 0)
+    p1 = g1 - dot / g2.dot(g2) * g2  # g1 onto g2's normal plane
+    p2 = g2 - dot / g1.dot(g1) * g1  # g2 onto g1's normal plane
+    expected_encoder = p1 + p2
+    assert torch.dot(p1, g2).abs() < 1e-6 * g1.norm() * g2.norm()
+    assert not torch.allclose(expected_encoder, g1 + g2)  # the projection changes the sum
+    expected_heads = torch.autograd.grad(out.loss, heads)  # the plain gradient of 1 * L_seq + 0.5 * L_tok
+    torch.testing.assert_close(out.loss, out.task_losses["seq"] + 0.5 * out.task_losses["tok"])
+
+    args = MultiTaskTrainingArguments(
+        str(tmp_path), report_to="none", loss_weighting="pcgrad", bf16=False, gradient_accumulation_steps=1
+    )
+    trainer = MultiTaskTrainer(model=model, args=args, processing_class=tokenizer)
+    trainer.current_gradient_accumulation_steps = 1  # set by the training loop, which this test bypasses: no 1/k
+    model.zero_grad(set_to_none=True)
+    loss = trainer.training_step(model, dict(batch))
+    torch.testing.assert_close(loss, out.loss.detach(), rtol=1e-6, atol=1e-7)
+
+    names = {id(p): name for name, p in model.named_parameters()}
+    pooler = [p for name, p in model.encoder.named_parameters() if name.startswith("pooler.")]
+    assert pooler and all(p.grad is None for p in pooler)  # reached by no task: no gradient at all
+    reached = [p for p in encoder if all(p is not q for q in pooler)]
+    assert all(p.grad is not None for p in reached)
+    torch.testing.assert_close(_flat([p.grad for p in encoder], encoder), expected_encoder, rtol=1e-5, atol=1e-7)
+    for parameter, expected in zip(heads, expected_heads):
+        torch.testing.assert_close(parameter.grad, expected, rtol=1e-5, atol=1e-7, msg=names[id(parameter)])
 
 
 def test_uncertainty_needs_a_matching_model(tiny_dir, tokenizer, tmp_path):
