@@ -385,6 +385,8 @@ def write_card(trainer, model_args, data_args, training_args, sources, tasks, me
         curves_file=curves if has_curves else None,
         loss_weighting=str(training_args.loss_weighting.value),
         best_per_task=best_per_task(trainer.state.log_history, tasks),
+        sentence_pooling=trainer.model.config.sentence_pooling,
+        encoder_pooler=trainer.model.config.encoder_pooler,
         versions={
             "hf_mtl": hf_mtl.__version__,
             "transformers": transformers.__version__,

@@ -42,6 +42,8 @@ class ModelCardInputs:
     curves_file: str | None = None
     loss_weighting: str = "static"
     best_per_task: dict[str, dict] = field(default_factory=dict)
+    sentence_pooling: str = "pooler"
+    encoder_pooler: bool | None = None
 
 
 def _hub_datasets(sources: list[DataSourceConfig]) -> list[str]:
@@ -187,6 +189,8 @@ def build_model_card(inputs: ModelCardInputs, model_path: str) -> ModelCard:
         loss_weighting=inputs.loss_weighting,
         final_weights=_final_weights(inputs),
         best_per_task=inputs.best_per_task,
+        sentence_pooling=inputs.sentence_pooling,
+        encoder_pooler=inputs.encoder_pooler,
     )
 
 

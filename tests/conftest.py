@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from transformers import BertConfig, BertModel, BertTokenizer
 
 from hf_mtl import MultiTaskConfig, MultiTaskModel
@@ -68,6 +69,58 @@ def tiny_config(tiny_dir) -> MultiTaskConfig:
 def tiny_model(tiny_dir) -> MultiTaskModel:
     torch.manual_seed(0)
     return MultiTaskModel.from_encoder(str(tiny_dir))
+
+
+@pytest.fixture
+def two_corpora(tmp_path, tiny_dir) -> Path:
+    """A run config over two corpora, each labelled for one task: sentiment (TSV) and NER (CoNLL), with per-corpus
+    validation sets evaluated every 2 steps."""
+    sentiment = tmp_path / "sent.tsv"
+    sentiment.write_text(
+        "sentence\tlabel\n"
+        + "".join(
+            f"{text}\t{label}\n"
+            for text, label in [("a great film", 1), ("dull and slow", 0), ("loved it", 1), ("a waste of time", 0)] * 5
+        )
+    )
+    ner = tmp_path / "ner.conll"
+    ner.write_text(
+        "".join(
+            f"{name}\tB-PER\nvisited\tO\n{city}\tB-LOC\n\n"
+            for name, city in [("Anna", "Paris"), ("Omar", "Rome"), ("Lena", "Oslo"), ("Ravi", "Lima")] * 5
+        )
+    )
+    config = {
+        "model_name_or_path": str(tiny_dir),
+        "datasets": [
+            {
+                "name": "sst",
+                "train_file": str(sentiment),
+                "validation_file": str(sentiment),
+                "text_column": "sentence",
+                "label_columns": {"sentiment": "label"},
+                "label_maps": {"sentiment": {"0": "negative", "1": "positive"}},
+            },
+            {
+                "name": "conll",
+                "format": "conll",
+                "train_file": str(ner),
+                "validation_file": str(ner),
+                "test_file": str(ner),
+                "label_columns": {"ner": "tags"},
+            },
+        ],
+        "do_train": True,
+        "do_eval": True,
+        "do_predict": True,
+        "report_to": "none",
+        "eval_strategy": "steps",
+        "eval_steps": 2,
+        "metric_for_best_model": "combined_score",
+    }
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
 
 
 def shared_file(*parts: str) -> Path:

@@ -4,7 +4,6 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 from transformers import AutoModel
 
 from hf_mtl import parse_tasks
@@ -38,56 +37,6 @@ def test_merge_dataset_metrics_maps_each_task_to_its_corpus():
         {"eval_a_sentiment_accuracy": 0.6, "eval_b_sentiment_accuracy": 0.8}, "eval", ["a", "b"], tasks
     )
     assert two == {"eval_sentiment_accuracy": pytest.approx(0.7), "eval_combined_score": pytest.approx(0.7)}
-
-
-@pytest.fixture
-def two_corpora(tmp_path, tiny_dir):
-    sentiment = tmp_path / "sent.tsv"
-    sentiment.write_text(
-        "sentence\tlabel\n"
-        + "".join(
-            f"{text}\t{label}\n"
-            for text, label in [("a great film", 1), ("dull and slow", 0), ("loved it", 1), ("a waste of time", 0)] * 5
-        )
-    )
-    ner = tmp_path / "ner.conll"
-    ner.write_text(
-        "".join(
-            f"{name}\tB-PER\nvisited\tO\n{city}\tB-LOC\n\n"
-            for name, city in [("Anna", "Paris"), ("Omar", "Rome"), ("Lena", "Oslo"), ("Ravi", "Lima")] * 5
-        )
-    )
-    config = {
-        "model_name_or_path": str(tiny_dir),
-        "datasets": [
-            {
-                "name": "sst",
-                "train_file": str(sentiment),
-                "validation_file": str(sentiment),
-                "text_column": "sentence",
-                "label_columns": {"sentiment": "label"},
-                "label_maps": {"sentiment": {"0": "negative", "1": "positive"}},
-            },
-            {
-                "name": "conll",
-                "format": "conll",
-                "train_file": str(ner),
-                "validation_file": str(ner),
-                "test_file": str(ner),
-                "label_columns": {"ner": "tags"},
-            },
-        ],
-        "do_train": True,
-        "do_eval": True,
-        "do_predict": True,
-        "report_to": "none",
-        "eval_strategy": "steps",
-        "eval_steps": 2,
-        "metric_for_best_model": "combined_score",
-    }
-    path = tmp_path / "run.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
 
 
 def test_each_corpus_is_evaluated_on_its_own_and_merged(two_corpora, tmp_path):
