@@ -2,11 +2,17 @@
 
 from transformers import AutoConfig, AutoModel
 
+from .arguments import DataArguments, ModelArguments, MultiTaskTrainingArguments, parse_args
 from .configuration_mtl import MultiTaskConfig
 from .data import DataSourceConfig, MixingStrategy, MultiTaskDataCollator, mix_datasets, tokenize_and_align
+from .data.multitask_datasets import MultiTaskDatasets, load_multitask_datasets
 from .errors import HfMtlError
+from .loading import load_model_and_tokenizer
+from .loss_weighting import LossWeighting
 from .metrics import build_compute_metrics, preprocess_logits_for_metrics
+from .model_card import ModelCardInputs, build_model_card
 from .modeling_mtl import MultiTaskModel, MultiTaskModelOutput
+from .packaged_encoder import hub_id_of
 from .pipeline import MultiTaskPipeline, register_pipeline
 from .tasks import DEFAULT_TASKS, TaskKind, TaskSpec, parse_tasks
 from .tokenization import load_tokenizer
@@ -21,20 +27,31 @@ register_pipeline()
 
 __all__ = [
     "DEFAULT_TASKS",
+    "DataArguments",
     "DataSourceConfig",
     "HfMtlError",
+    "LossWeighting",
     "MixingStrategy",
+    "ModelArguments",
+    "ModelCardInputs",
     "MultiTaskConfig",
     "MultiTaskDataCollator",
+    "MultiTaskDatasets",
     "MultiTaskModel",
     "MultiTaskModelOutput",
     "MultiTaskPipeline",
     "MultiTaskTrainer",
+    "MultiTaskTrainingArguments",
     "TaskKind",
     "TaskSpec",
     "build_compute_metrics",
+    "build_model_card",
+    "hub_id_of",
+    "load_model_and_tokenizer",
+    "load_multitask_datasets",
     "load_tokenizer",
     "mix_datasets",
+    "parse_args",
     "parse_tasks",
     "preprocess_logits_for_metrics",
     "tokenize_and_align",

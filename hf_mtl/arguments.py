@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
-from transformers import TrainingArguments
+import yaml
+from transformers import HfArgumentParser, TrainingArguments
+from transformers.hf_argparser import string_to_bool
 
 from .cpu import has_native_bf16
 from .data.mixing import MixingStrategy
@@ -76,6 +80,10 @@ class ModelArguments:
         default=None,
         metadata={"help": "License id for the model card (default: the base model's, when known)."},
     )
+    model_card_language: list[str] | None = field(
+        default=None,
+        metadata={"help": "Language code(s) of the training data for the model card (`en`); left out when unset."},
+    )
 
     def __post_init__(self):
         self.tasks = _json_list(self.tasks, "tasks")
@@ -113,6 +121,13 @@ class DataArguments:
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep the first N rows of each eval set."})
     max_predict_samples: int | None = field(default=None, metadata={"help": "Keep the first N rows of each test set."})
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenisation."})
+    streaming: bool = field(
+        default=False,
+        metadata={
+            "help": "Stream the training corpora (IterableDatasets, mixed lazily) instead of loading them; needs "
+            "--max_steps. Evaluation and test sets are still loaded. Under torchrun each process reads its shard."
+        },
+    )
     predict_file: str | None = field(
         default=None,
         metadata={
@@ -248,3 +263,66 @@ class MultiTaskTrainingArguments(TrainingArguments):
         if self.num_train_epochs <= 0 and self.max_steps <= 0:
             raise HfMtlError(f"--num_train_epochs must be positive (or set --max_steps), got {self.num_train_epochs}")
         super().__post_init__()
+
+
+ARGUMENT_CLASSES = (ModelArguments, DataArguments, MultiTaskTrainingArguments)
+
+
+def load_config_file(path: str) -> dict[str, Any]:
+    """A flat mapping of argument names to values, from a YAML or JSON file."""
+    file = Path(path)
+    if not file.is_file():
+        raise HfMtlError(f"{path}: no such config file")
+    try:
+        values = json.loads(file.read_text()) if file.suffix == ".json" else yaml.safe_load(file.read_text())
+    except (json.JSONDecodeError, yaml.YAMLError) as err:
+        kind = "JSON" if file.suffix == ".json" else "YAML"
+        raise HfMtlError(f"{path}: not valid {kind}: {err}".splitlines()[0]) from None
+    if not isinstance(values, dict):
+        raise HfMtlError(f"{path}: expected a mapping of argument names to values")
+    known = {f.name for cls in ARGUMENT_CLASSES for f in cls.__dataclass_fields__.values() if f.init}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise HfMtlError(f"{path}: unknown key(s) {unknown}; see `python run_mtl.py --help`")
+    return values
+
+
+class MultiTaskArgumentParser(HfArgumentParser):
+    """`HfArgumentParser` whose errors (bad choice, bad type) are [`HfMtlError`]s, like every other user mistake.
+
+    A boolean flag whose default is `None` ("decide for me": `--bf16`, `--tf32`) also takes no value, like the
+    other boolean flags: `--bf16` means `--bf16 true`.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for action in self._actions:
+            if action.type is string_to_bool and action.nargs is None:
+                action.nargs, action.const = "?", True
+
+    def error(self, message: str):
+        # "argument --max_seq_length/--max-seq-length: invalid int value" -> "--max_seq_length: invalid int value"
+        raise HfMtlError(re.sub(r"^argument (--[\w]+)(/--[\w-]+)*:", r"\1:", message))
+
+
+def parse_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, MultiTaskTrainingArguments]:
+    """Parses `[config.yaml|config.json] [--config FILE] [--flag value ...]`: the file first, flags on top."""
+    argv = list(argv)
+    config_path = None
+    if "--config" in argv:
+        index = argv.index("--config")
+        if index + 1 >= len(argv):
+            raise HfMtlError("--config needs a file path")
+        config_path = argv[index + 1]
+        del argv[index : index + 2]
+    elif argv and argv[0].endswith((".yaml", ".yml", ".json")):
+        config_path = argv.pop(0)
+    parser = MultiTaskArgumentParser(ARGUMENT_CLASSES, allow_abbrev=False)
+    if config_path is not None:
+        parser.set_defaults(**load_config_file(config_path))
+    model_args, data_args, training_args, unknown = parser.parse_args_into_dataclasses(
+        args=argv, return_remaining_strings=True
+    )
+    if unknown:
+        raise HfMtlError(f"unknown argument(s) {unknown}; see `python run_mtl.py --help`")
+    return model_args, data_args, training_args

@@ -3,6 +3,7 @@ rendered from a template with `huggingface_hub.ModelCard`."""
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,8 @@ class ModelCardInputs:
     best_per_task: dict[str, dict] = field(default_factory=dict)
     sentence_pooling: str = "pooler"
     encoder_pooler: bool | None = None
+    language: str | list[str] | None = None
+    example_text: str | None = None
 
 
 def _hub_datasets(sources: list[DataSourceConfig]) -> list[str]:
@@ -150,7 +153,7 @@ def build_model_card(inputs: ModelCardInputs, model_path: str) -> ModelCard:
     packaged = PACKAGED_ENCODERS.get(inputs.base_model or "")
     license_id = inputs.license or (packaged.license if packaged else None)
     card_data = ModelCardData(
-        language="en",
+        language=inputs.language,
         license=license_id,
         library_name="transformers",
         tags=["hf_mtl", "multi-task", *sorted({_HUB_TASK_TYPES[t.kind.value] for t in inputs.tasks})],
@@ -158,6 +161,7 @@ def build_model_card(inputs: ModelCardInputs, model_path: str) -> ModelCard:
         datasets=_hub_datasets(inputs.sources) or None,
         model_name=inputs.model_name,
         eval_results=_eval_results(inputs) or None,
+        widget=[{"text": inputs.example_text}] if inputs.example_text else None,
     )
     log_columns, log_rows = _training_log(inputs)
     return ModelCard.from_template(
@@ -182,7 +186,7 @@ def build_model_card(inputs: ModelCardInputs, model_path: str) -> ModelCard:
         log_columns=log_columns,
         log_rows=log_rows,
         model_path=model_path,
-        example_text="Maria Lopez loved the new cafe in Lisbon .",
+        example_text=json.dumps(inputs.example_text or "Your text here.", ensure_ascii=False),
         max_seq_length=inputs.max_seq_length,
         versions=inputs.versions,
         curves_file=inputs.curves_file,
@@ -192,6 +196,19 @@ def build_model_card(inputs: ModelCardInputs, model_path: str) -> ModelCard:
         sentence_pooling=inputs.sentence_pooling,
         encoder_pooler=inputs.encoder_pooler,
     )
+
+
+def library_versions() -> dict[str, str]:
+    """The versions of hf_mtl and of the libraries a trained model depends on, for the card."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {}
+    for name in ("hf_mtl", "transformers", "torch", "datasets", "huggingface_hub"):
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return versions
 
 
 def non_default_arguments(args: Any) -> dict[str, Any]:
@@ -204,4 +221,4 @@ def non_default_arguments(args: Any) -> dict[str, Any]:
     }
 
 
-__all__ = ["ModelCardInputs", "build_model_card", "non_default_arguments"]
+__all__ = ["ModelCardInputs", "build_model_card", "library_versions", "non_default_arguments"]

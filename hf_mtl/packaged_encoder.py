@@ -99,4 +99,16 @@ def resolve_encoder(name_or_path: str) -> str:
     return str(folder)
 
 
-__all__ = ["MINILM", "PACKAGED_ENCODERS", "PackagedEncoder", "resolve_encoder", "verified_folder"]
+def hub_id_of(name_or_path: str | None) -> str | None:
+    """The Hub id a model was loaded from, for a card's `base_model`: a Hub id as it is, a packaged copy's folder as
+    the checkpoint's id, any other local folder as `None` (a path is no Hub id)."""
+    if not name_or_path:
+        return None
+    for encoder in PACKAGED_ENCODERS.values():
+        folder = packaged_folder(encoder)
+        if folder is not None and Path(name_or_path).resolve() == folder.resolve():
+            return encoder.hub_id
+    return None if Path(name_or_path).exists() else name_or_path
+
+
+__all__ = ["MINILM", "PACKAGED_ENCODERS", "PackagedEncoder", "hub_id_of", "resolve_encoder", "verified_folder"]

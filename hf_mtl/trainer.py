@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.data import SequentialSampler
 from transformers import Trainer
-from transformers.trainer_utils import has_length
+from transformers.trainer_utils import PredictionOutput, has_length
 
 from .cpu import threads_per_process
 from .data.collator import MultiTaskDataCollator
@@ -16,7 +18,10 @@ from .data.sampling import ShuffledLengthGroupedSampler
 from .errors import HfMtlError
 from .heads import IGNORE_INDEX
 from .loss_weighting import LossWeighting, dwa_weights, mean_pairwise_cosine, pcgrad_project
-from .metrics import merge_dataset_metrics
+from .metrics import best_per_task, merge_dataset_metrics
+from .model_card import ModelCardInputs, build_model_card, library_versions, non_default_arguments
+from .packaged_encoder import hub_id_of
+from .plots import plot_training_curves
 
 
 class _TaskLossMeter:
@@ -78,6 +83,7 @@ class MultiTaskTrainer(Trainer):
         self._window_history: list[dict[str, float]] = []  # per-task window means, for DWA
         self._dwa = {task.name: 1.0 for task in config.task_specs}
         self._pcgrad_generator = torch.Generator().manual_seed(self.args.seed)
+        self.final_metrics: dict[str, float] = {}  # the last evaluate / predict results, for the model card
 
     def _get_train_sampler(self, train_dataset=None) -> torch.utils.data.Sampler | None:
         if self.args.train_sampling_strategy != "group_by_length":
@@ -229,7 +235,9 @@ class MultiTaskTrainer(Trainer):
         """
         datasets = eval_dataset if eval_dataset is not None else self.eval_dataset
         if not isinstance(datasets, dict):
-            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+            metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+            self.final_metrics.update(metrics)
+            return metrics
         handler = self.callback_handler
         handler.on_evaluate = lambda args, state, control, metrics: control  # once per set: not yet
         try:
@@ -242,7 +250,98 @@ class MultiTaskTrainer(Trainer):
             self.log(dict(merged))
             metrics.update(merged)
         self.control = handler.on_evaluate(self.args, self.state, self.control, metrics)
+        self.final_metrics.update(metrics)
         return metrics
+
+    def predict(self, test_dataset, ignore_keys=None, metric_key_prefix: str = "test") -> PredictionOutput:
+        """As [`~transformers.Trainer.predict`]; with one test set per corpus (a dict, as `evaluate` takes), returns
+        each corpus's predictions and label ids in dicts keyed by corpus, and metrics prefixed per corpus
+        (`test_wnut17_ner_f1`) and merged per task (`test_ner_f1`, `test_combined_score`)."""
+        if not isinstance(test_dataset, dict):
+            output = super().predict(test_dataset, ignore_keys, metric_key_prefix)
+            self.final_metrics.update(output.metrics)
+            return output
+        predictions, label_ids, metrics = {}, {}, {}
+        for name, dataset in test_dataset.items():
+            output = super().predict(dataset, ignore_keys, f"{metric_key_prefix}_{name}")
+            predictions[name], label_ids[name] = output.predictions, output.label_ids
+            metrics.update(output.metrics)
+        tasks = self.accelerator.unwrap_model(self.model).config.task_specs
+        metrics.update(merge_dataset_metrics(metrics, metric_key_prefix, list(test_dataset), tasks))
+        metrics[f"{metric_key_prefix}_samples"] = sum(len(dataset) for dataset in test_dataset.values())
+        self.final_metrics.update(metrics)
+        return PredictionOutput(predictions=predictions, label_ids=label_ids, metrics=metrics)
+
+    def create_model_card(
+        self,
+        model_name: str | None = None,
+        language: str | list[str] | None = None,
+        license: str | None = None,
+        finetuned_from: str | None = None,
+        sources: list | None = None,
+        example_text: str | None = None,
+        mixing: str | None = None,
+        **kwargs,
+    ) -> None:
+        """Writes hf_mtl's model card (`README.md`: model-index per task, per-type entity table, training curves,
+        loss weights, best checkpoint per task), `training_curves.png` and `best_per_task.json` to `output_dir`.
+
+        [`~transformers.Trainer.push_to_hub`] calls it before uploading the folder, so the card it uploads is this
+        one. Metrics are the last `evaluate` and `predict` results of this trainer, merged per task.
+
+        Args:
+            model_name (`str`, *optional*): Defaults to the output folder's name.
+            language (`str` or `list[str]`, *optional*): The card's `language` metadata (left out when unknown).
+            license (`str`, *optional*): Defaults to the base model's license, when known.
+            finetuned_from (`str`, *optional*): The encoder's Hub id (default: where the encoder was loaded from,
+                when that is a Hub id).
+            sources (`list[DataSourceConfig]`, *optional*): The corpora trained on, for the data table and
+                model-index.
+            example_text (`str`, *optional*): The widget's and the usage snippet's input (default: the first
+                evaluation row, decoded).
+            mixing (`str`, *optional*): How the corpora were mixed.
+            kwargs: The Trainer's other card arguments (`tags`, `tasks`, `dataset`, ...): not used by this card.
+        """
+        if not self.is_world_process_zero():
+            return
+        output_dir = Path(self.args.output_dir)
+        model = self.accelerator.unwrap_model(self.model)
+        tasks = model.config.task_specs
+        base_model = finetuned_from if finetuned_from is not None else hub_id_of(model.config.encoder._name_or_path)
+        best = best_per_task(self.state.log_history, tasks)
+        if best:
+            (output_dir / "best_per_task.json").write_text(json.dumps(best, indent=2) + "\n")
+        curves = "training_curves.png"
+        has_curves = plot_training_curves(self.state.log_history, tasks, output_dir / curves)
+        inputs = ModelCardInputs(
+            model_name=model_name or output_dir.name,
+            tasks=tasks,
+            base_model=base_model,
+            sources=list(sources or []),
+            metrics=dict(self.final_metrics),
+            log_history=self.state.log_history,
+            hyperparameters=non_default_arguments(self.args),
+            license=license,
+            mixing=mixing,
+            max_seq_length=model.config.max_seq_length,
+            curves_file=curves if has_curves else None,
+            loss_weighting=str(self.weighting.value),
+            best_per_task=best,
+            sentence_pooling=model.config.sentence_pooling,
+            encoder_pooler=model.config.encoder_pooler,
+            language=language,
+            example_text=example_text or self._first_evaluation_text(),
+            versions=library_versions(),
+        )
+        card = build_model_card(inputs, model_path=self.hub_model_id or self.args.hub_model_id or str(output_dir))
+        card.save(output_dir / "README.md")
+
+    def _first_evaluation_text(self) -> str | None:
+        datasets = self.eval_dataset.values() if isinstance(self.eval_dataset, dict) else [self.eval_dataset]
+        for dataset in datasets:
+            if dataset is not None and self.processing_class is not None and has_length(dataset) and len(dataset):
+                return self.processing_class.decode(dataset[0]["input_ids"], skip_special_tokens=True)
+        return None
 
     def evaluation_loop(
         self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"

@@ -15,7 +15,8 @@ from transformers import AutoTokenizer, BertConfig, pipeline
 from hf_mtl import MultiTaskModel, MultiTaskTrainer, parse_tasks, preprocess_logits_for_metrics, tokenize_and_align
 from hf_mtl.arguments import MultiTaskTrainingArguments
 from hf_mtl.data.sources import DEMO_DATASET, load_source, parse_sources
-from run_mtl import main, resolve_tasks
+from hf_mtl.loading import resolve_tasks
+from run_mtl import main
 
 TASKS = parse_tasks(None)
 FAST = ["--logging_steps", "1", "--disable_tqdm", "true", "--eval_steps", "1", "--save_steps", "1"]
@@ -173,8 +174,7 @@ def test_a_saved_model_is_recognised_by_hub_id(tiny_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     monkeypatch.chdir(tmp_path)  # no local folder named user/my-mtl-model
 
-    model_args = type("ModelArgs", (), {"model_name_or_path": "user/my-mtl-model", "tasks": None})()
-    assert resolve_tasks(model_args) == (parse_tasks(tasks), True)
+    assert resolve_tasks("user/my-mtl-model") == (parse_tasks(tasks), True)
     texts = tmp_path / "texts.txt"
     texts.write_text("anna visited paris\n")
     output_dir = tmp_path / "predicted"

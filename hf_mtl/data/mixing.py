@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from datasets import Dataset, interleave_datasets
+from datasets import Dataset, IterableDataset, interleave_datasets
 from transformers.utils import ExplicitEnum
 
 from ..errors import HfMtlError
@@ -39,22 +39,26 @@ def mixing_probabilities(sizes: list[int], strategy: str, temperature: float = 2
 
 
 def mix_datasets(
-    datasets: dict[str, Dataset],
+    datasets: dict[str, Dataset | IterableDataset],
     strategy: str = MixingStrategy.PROPORTIONAL,
     temperature: float = 2.0,
     seed: int = 42,
     stopping_strategy: str = "all_exhausted",
-) -> Dataset:
+    sizes: dict[str, int] | None = None,
+) -> Dataset | IterableDataset:
     """One training set drawn from several tokenised corpora (which share one schema), by probability.
 
     With `all_exhausted` (the default) sampling goes on until every corpus has been seen once, so a small corpus
     that is sampled more often than its share is repeated; with `first_exhausted` it stops at the first corpus to
-    run out, so no row repeats but part of the larger corpora is unused in that pass.
+    run out, so no row repeats but part of the larger corpora is unused in that pass. `IterableDataset`s (streamed
+    corpora) are interleaved the same way, lazily; their `sizes` (rows per corpus, by name) must then be given for
+    `proportional` and `temperature` sampling.
     """
     if len(datasets) == 1:
         return next(iter(datasets.values()))
-    sizes = [len(dataset) for dataset in datasets.values()]
-    probabilities = mixing_probabilities(sizes, strategy, temperature)
+    sizes = sizes or {}
+    counts = [sizes[name] if name in sizes else len(dataset) for name, dataset in datasets.items()]
+    probabilities = mixing_probabilities(counts, strategy, temperature)
     return interleave_datasets(
         list(datasets.values()), probabilities=probabilities, seed=seed, stopping_strategy=stopping_strategy
     )
