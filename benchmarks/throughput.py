@@ -155,19 +155,14 @@ def load_corpus(tokenizer, tasks, rows: int, seed: int = 0):
     """The first `rows` of the equal-mixed SST-2 + WNUT-17 training stream, tokenised by hf_mtl."""
     import yaml
 
-    from hf_mtl.data import load_source, mix_datasets, tokenize_and_align
-    from hf_mtl.data.sources import parse_sources
+    from hf_mtl import load_multitask_datasets
 
     entries = []
     for entry in yaml.safe_load(CONFIG.read_text())["datasets"]:
-        entries.append({k: str(ROOT / v) if k.endswith("_file") else v for k, v in entry.items() if k != "test_file"})
-    train = {}
-    for source in parse_sources(entries, tasks):
-        split = load_source(source, tasks).splits["train"]
-        train[source.name] = tokenize_and_align(
-            split.shuffle(seed=seed).select(range(min(rows, len(split)))), tokenizer, tasks, 128
-        )
-    return mix_datasets(train, "equal", seed=seed).select(range(rows))
+        files = {k: str(ROOT / v) for k, v in entry.items() if k == "train_file"}
+        entries.append({**{k: v for k, v in entry.items() if not k.endswith("_file")}, **files})
+    data = load_multitask_datasets(entries, tokenizer, tasks, 128, "equal", seed=seed, max_train_samples=rows)
+    return data.train.select(range(rows))
 
 
 def naive_training(model, tokenizer, corpus, steps: int, log: BatchLog) -> list[float]:
