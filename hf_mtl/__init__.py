@@ -9,7 +9,7 @@ from .data.multitask_datasets import MultiTaskDatasets, load_multitask_datasets
 from .errors import HfMtlError
 from .loading import load_model_and_tokenizer
 from .loss_weighting import LossWeighting
-from .metrics import build_compute_metrics, preprocess_logits_for_metrics
+from .metrics import build_compute_metrics, load_metric, metric_path, preprocess_logits_for_metrics
 from .model_card import ModelCardInputs, build_model_card
 from .modeling_mtl import MultiTaskModel, MultiTaskModelOutput
 from .packaged_encoder import hub_id_of
@@ -47,9 +47,11 @@ __all__ = [
     "build_compute_metrics",
     "build_model_card",
     "hub_id_of",
+    "load_metric",
     "load_model_and_tokenizer",
     "load_multitask_datasets",
     "load_tokenizer",
+    "metric_path",
     "mix_datasets",
     "parse_args",
     "parse_tasks",

@@ -1,20 +1,47 @@
 """`compute_metrics` built from the task config: accuracy and macro-F1 per sentence task, seqeval entity scores per
-token task, and a `combined_score` for `metric_for_best_model`. No download: seqeval and scikit-learn are called
-directly, since `evaluate.load(...)` needs the Hub."""
+token task, and a `combined_score` for `metric_for_best_model`.
+
+The scores come from `evaluate` modules shipped in this package (`hf_mtl/evaluate_modules/<name>/<name>.py`) and
+loaded from that path, so nothing is downloaded and `evaluate.load(metric_path(name))` gives users the same metrics.
+"""
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 
+import evaluate
 import numpy as np
 import torch
-from seqeval.metrics import classification_report
-from sklearn.metrics import accuracy_score, f1_score
 from transformers import EvalPrediction
 
 from .heads import IGNORE_INDEX
 from .tasks import TaskSpec
+
+EVALUATE_MODULES_DIR = Path(__file__).resolve().parent / "evaluate_modules"
+METRIC_NAMES = ("hf_mtl_accuracy", "hf_mtl_macro_f1", "hf_mtl_seqeval")
+_NO_ENTITY = {"precision": 0.0, "recall": 0.0, "f1": 0.0, "number": 0}
+
+
+def metric_path(name: str) -> str:
+    """The folder of one of hf_mtl's `evaluate` modules, for `evaluate.load(metric_path("hf_mtl_seqeval"))`."""
+    if name not in METRIC_NAMES:
+        raise ValueError(f"Unknown hf_mtl metric {name!r}; choose from {list(METRIC_NAMES)}")
+    return str(EVALUATE_MODULES_DIR / name)
+
+
+@functools.cache
+def load_metric(name: str) -> evaluate.EvaluationModule:
+    """One of hf_mtl's `evaluate` modules (`hf_mtl_accuracy`, `hf_mtl_macro_f1`, `hf_mtl_seqeval`), loaded from its
+    folder in the package, once per process.
+
+    `keep_in_memory=True`: `compute` then writes no cache file or lock (the default writes both under
+    `HF_METRICS_CACHE`). No `num_process`/`process_id`: under torchrun the Trainer gathers predictions to every
+    process before `compute_metrics`, so each process computes on its own, without evaluate's file rendez-vous.
+    """
+    return evaluate.load(metric_path(name), keep_in_memory=True)
 
 
 def preprocess_logits_for_metrics(logits: dict[str, torch.Tensor], labels) -> dict[str, torch.Tensor]:
@@ -23,20 +50,23 @@ def preprocess_logits_for_metrics(logits: dict[str, torch.Tensor], labels) -> di
 
 
 def sequence_metrics(task: TaskSpec, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Accuracy and macro-F1 over the rows with a label; macro-F1 averages over all the task's labels."""
     mask = labels != IGNORE_INDEX
     if not mask.any():
         return {}
-    y_true, y_pred = labels[mask], predictions[mask]
-    return {
-        f"{task.name}_accuracy": float(accuracy_score(y_true, y_pred)),
-        f"{task.name}_macro_f1": float(
-            f1_score(y_true, y_pred, labels=list(range(len(task.labels))), average="macro", zero_division=0)
-        ),
-    }
+    references, predictions = labels[mask], predictions[mask]
+    accuracy = load_metric("hf_mtl_accuracy").compute(predictions=predictions, references=references)
+    macro_f1 = load_metric("hf_mtl_macro_f1").compute(
+        predictions=predictions, references=references, labels=list(range(len(task.labels))), zero_division=0
+    )
+    return {f"{task.name}_accuracy": accuracy["accuracy"], f"{task.name}_macro_f1": macro_f1["macro_f1"]}
 
 
 def token_metrics(task: TaskSpec, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """Entity-level precision/recall/F1 (seqeval, conlleval rules), overall and per entity type."""
+    """Entity-level precision/recall/F1 (seqeval, conlleval rules), overall and per entity type, and token accuracy.
+
+    Every entity type of the task is reported, with zeros (and `number` 0) for a type absent from the data.
+    """
     true_tags, pred_tags = [], []
     for row_predictions, row_labels in zip(predictions, labels):
         mask = row_labels != IGNORE_INDEX
@@ -46,23 +76,18 @@ def token_metrics(task: TaskSpec, predictions: np.ndarray, labels: np.ndarray) -
     if not true_tags:
         return {}
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # seqeval warns on types with no predicted or no gold entity
-        report = classification_report(true_tags, pred_tags, output_dict=True, zero_division=0)
-    flat_true = np.concatenate([np.asarray(row) for row in true_tags])
-    flat_pred = np.concatenate([np.asarray(row) for row in pred_tags])
-    overall = report["micro avg"]
+        warnings.simplefilter("ignore")  # seqeval warns on tags it does not read as IOB2
+        scores = load_metric("hf_mtl_seqeval").compute(predictions=pred_tags, references=true_tags, zero_division=0)
     metrics = {
-        f"{task.name}_precision": float(overall["precision"]),
-        f"{task.name}_recall": float(overall["recall"]),
-        f"{task.name}_f1": float(overall["f1-score"]),
-        f"{task.name}_accuracy": float((flat_true == flat_pred).mean()),
+        f"{task.name}_precision": scores["overall_precision"],
+        f"{task.name}_recall": scores["overall_recall"],
+        f"{task.name}_f1": scores["overall_f1"],
+        f"{task.name}_accuracy": scores["overall_accuracy"],
     }
     for entity in task.entity_types:
-        scores = report.get(entity, {"precision": 0.0, "recall": 0.0, "f1-score": 0.0, "support": 0})
-        metrics[f"{task.name}_{entity}_precision"] = float(scores["precision"])
-        metrics[f"{task.name}_{entity}_recall"] = float(scores["recall"])
-        metrics[f"{task.name}_{entity}_f1"] = float(scores["f1-score"])
-        metrics[f"{task.name}_{entity}_number"] = int(scores["support"])
+        entity_scores = scores.get(entity, _NO_ENTITY)
+        for key in ("precision", "recall", "f1", "number"):
+            metrics[f"{task.name}_{entity}_{key}"] = entity_scores[key]
     return metrics
 
 
@@ -142,9 +167,12 @@ def best_per_task(log_history: list[dict], tasks: list[TaskSpec], prefix: str = 
 
 
 __all__ = [
+    "METRIC_NAMES",
     "best_per_task",
     "build_compute_metrics",
+    "load_metric",
     "merge_dataset_metrics",
+    "metric_path",
     "preprocess_logits_for_metrics",
     "primary_metric",
 ]
