@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from datasets import IterableDataset
 from torch import nn
 from torch.utils.data import SequentialSampler
 from transformers import Trainer
@@ -62,6 +63,13 @@ class MultiTaskTrainer(Trainer):
         threads = threads_per_process(getattr(args, "torch_num_threads", None))
         if threads is not None:
             torch.set_num_threads(threads)
+        if (
+            isinstance(kwargs.get("train_dataset"), IterableDataset)
+            and args.accelerator_config.dispatch_batches is None
+        ):
+            # A stream is read by every process, each keeping its own shard (by file, else by batch), rather than
+            # read by the first process alone and sent to the others.
+            args.accelerator_config.dispatch_batches = False
         if data_collator is None and processing_class is not None and model is not None:
             token_keys = [task.label_key for task in model.config.task_specs if task.is_token_task]
             data_collator = MultiTaskDataCollator(processing_class, token_label_names=token_keys)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import string
 import subprocess
 import sys
@@ -18,6 +19,25 @@ from transformers import BertConfig, BertModel, BertTokenizer
 from hf_mtl import MultiTaskConfig, MultiTaskModel
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def datasets_cache(tmp_path_factory) -> Path:
+    """The `datasets` cache of this test session (and of the scripts it starts) in a temporary folder, so that tests
+    neither read nor fill the user's cache."""
+    import datasets
+
+    folder = tmp_path_factory.mktemp("hf-datasets-cache")
+    previous = os.environ.get("HF_DATASETS_CACHE"), datasets.config.HF_DATASETS_CACHE
+    os.environ["HF_DATASETS_CACHE"] = str(folder)
+    datasets.config.HF_DATASETS_CACHE = folder
+    yield folder
+    datasets.config.HF_DATASETS_CACHE = previous[1]
+    if previous[0] is None:
+        os.environ.pop("HF_DATASETS_CACHE", None)
+    else:
+        os.environ["HF_DATASETS_CACHE"] = previous[0]
+
 
 TOPIC_TASK = {"name": "topic", "kind": "sequence_classification", "labels": ["food", "travel", "other"], "weight": 0.5}
 
@@ -71,45 +91,47 @@ def tiny_model(tiny_dir) -> MultiTaskModel:
     return MultiTaskModel.from_encoder(str(tiny_dir))
 
 
-@pytest.fixture
-def two_corpora(tmp_path, tiny_dir) -> Path:
-    """A run config over two corpora, each labelled for one task: sentiment (TSV) and NER (CoNLL), with per-corpus
-    validation sets evaluated every 2 steps."""
-    sentiment = tmp_path / "sent.tsv"
-    sentiment.write_text(
-        "sentence\tlabel\n"
-        + "".join(
-            f"{text}\t{label}\n"
-            for text, label in [("a great film", 1), ("dull and slow", 0), ("loved it", 1), ("a waste of time", 0)] * 5
-        )
-    )
-    ner = tmp_path / "ner.conll"
+def write_two_corpora(folder: Path, sentiment_rows: int = 20, ner_sentences: int = 20) -> list[dict]:
+    """Writes a sentiment TSV and a CoNLL NER file into `folder` and returns their `datasets` entries: each corpus
+    labels one task; both have a validation split, the NER corpus a test split too."""
+    texts = [("a great film", 1), ("dull and slow", 0), ("loved it", 1), ("a waste of time", 0)]
+    sentiment = folder / "sent.tsv"
+    rows = [texts[i % len(texts)] for i in range(sentiment_rows)]
+    sentiment.write_text("sentence\tlabel\n" + "".join(f"{text}\t{label}\n" for text, label in rows))
+    people = [("Anna", "Paris"), ("Omar", "Rome"), ("Lena", "Oslo"), ("Ravi", "Lima")]
+    ner = folder / "ner.conll"
     ner.write_text(
         "".join(
-            f"{name}\tB-PER\nvisited\tO\n{city}\tB-LOC\n\n"
-            for name, city in [("Anna", "Paris"), ("Omar", "Rome"), ("Lena", "Oslo"), ("Ravi", "Lima")] * 5
+            f"{name}\tB-PER\nvisited\tO\n{city}\tB-LOC\n\n" for name, city in (people * ner_sentences)[:ner_sentences]
         )
     )
+    return [
+        {
+            "name": "sst",
+            "train_file": str(sentiment),
+            "validation_file": str(sentiment),
+            "text_column": "sentence",
+            "label_columns": {"sentiment": "label"},
+            "label_maps": {"sentiment": {"0": "negative", "1": "positive"}},
+        },
+        {
+            "name": "conll",
+            "format": "conll",
+            "train_file": str(ner),
+            "validation_file": str(ner),
+            "test_file": str(ner),
+            "label_columns": {"ner": "tags"},
+        },
+    ]
+
+
+@pytest.fixture
+def two_corpora(tmp_path, tiny_dir) -> Path:
+    """A run config over two corpora, each labelled for one task (`write_two_corpora`), with per-corpus validation
+    sets evaluated every 2 steps."""
     config = {
         "model_name_or_path": str(tiny_dir),
-        "datasets": [
-            {
-                "name": "sst",
-                "train_file": str(sentiment),
-                "validation_file": str(sentiment),
-                "text_column": "sentence",
-                "label_columns": {"sentiment": "label"},
-                "label_maps": {"sentiment": {"0": "negative", "1": "positive"}},
-            },
-            {
-                "name": "conll",
-                "format": "conll",
-                "train_file": str(ner),
-                "validation_file": str(ner),
-                "test_file": str(ner),
-                "label_columns": {"ner": "tags"},
-            },
-        ],
+        "datasets": write_two_corpora(tmp_path),
         "do_train": True,
         "do_eval": True,
         "do_predict": True,

@@ -95,7 +95,8 @@ def load_multitask_datasets(
         num_proc (`int`, *optional*): Processes for reading and tokenising.
         streaming (`bool`, *optional*, defaults to `False`): Read the training splits as `IterableDataset`s, mixed
             by `interleave_datasets` without materialising them (train with `max_steps`); evaluation and test sets
-            stay map-style. Under torchrun each process reads its own shard of the stream.
+            stay map-style. Under torchrun [`MultiTaskTrainer`] has each process read the stream and keep its own
+            shard of it (accelerate's `dispatch_batches=False`).
         where (`str`, *optional*): Names the entries in error messages (a flag or file).
 
     Example:
@@ -111,10 +112,7 @@ def load_multitask_datasets(
     entries = [source for source in sources if not isinstance(source, DataSourceConfig)]
     configs = parse_sources(entries, specs, where) if entries else []
     configs += [source for source in sources if isinstance(source, DataSourceConfig)]
-    options = {"streaming": True} if streaming else {}
-    if num_proc is not None:
-        options["num_proc"] = num_proc
-    loaded = [load_source(config, specs, **options) for config in configs]
+    loaded = [load_source(config, specs, streaming=streaming, num_proc=num_proc) for config in configs]
 
     def tokenized(split: str, limit: int | None) -> dict[str, Dataset | IterableDataset]:
         out = {}
@@ -138,10 +136,8 @@ def load_multitask_datasets(
     mixed = None
     if train:
         limit = max_train_samples or float("inf")
-        sizes = {s.config.name: min(_num_rows(s, "train"), limit) for s in loaded if "train" in s.splits}
+        sizes = {s.config.name: min(s.num_rows["train"], limit) for s in loaded if "train" in s.splits}
         mixed = mix_datasets(train, mixing_strategy, mixing_temperature, seed, stopping_strategy, sizes=sizes)
-        if streaming:
-            mixed = _shard_for_this_process(mixed)
         logger.info("Training on corpora %s mixed by %s sampling", sizes, MixingStrategy(mixing_strategy).value)
     return MultiTaskDatasets(
         train=mixed,
@@ -149,22 +145,6 @@ def load_multitask_datasets(
         test=tokenized("test", max_predict_samples),
         sources=loaded,
     )
-
-
-def _num_rows(source: LoadedSource, split: str) -> int:
-    rows = source.splits[split]
-    return len(rows) if isinstance(rows, Dataset) else source.num_rows(split)
-
-
-def _shard_for_this_process(dataset: IterableDataset) -> IterableDataset:
-    """Under torchrun / accelerate launch, this process's shard of the stream (`split_dataset_by_node`)."""
-    from accelerate import PartialState
-    from datasets.distributed import split_dataset_by_node
-
-    state = PartialState()
-    if state.num_processes == 1:
-        return dataset
-    return split_dataset_by_node(dataset, rank=state.process_index, world_size=state.num_processes)
 
 
 def check_splits(data: MultiTaskDatasets, do_train: bool, do_eval: bool, do_predict: bool) -> None:

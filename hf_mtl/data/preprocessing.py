@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datasets import Dataset, Features, List, Value
+from datasets import Dataset, Features, IterableDataset, List, Value
 from transformers import PreTrainedTokenizerBase
 
 from ..errors import HfMtlError
@@ -39,7 +39,7 @@ def model_features(tokenizer: PreTrainedTokenizerBase, tasks: list[TaskSpec]) ->
 
 
 def tokenize_and_align(
-    dataset: Dataset,
+    dataset: Dataset | IterableDataset,
     tokenizer: PreTrainedTokenizerBase,
     tasks: list[TaskSpec],
     max_seq_length: int | None = None,
@@ -49,15 +49,21 @@ def tokenize_and_align(
     """Tokenises a loaded source split and gives every task a label column.
 
     Args:
-        dataset (`Dataset`): Rows with `tokens` (word lists) or `text`, plus `{task}_labels` for labelled tasks.
+        dataset (`Dataset` or `IterableDataset`): Rows with `tokens` (word lists) or `text`, plus `{task}_labels` for
+            labelled tasks. An `IterableDataset` is tokenised lazily, batch by batch, as it is iterated.
         tokenizer (`PreTrainedTokenizerBase`): A fast tokenizer (word alignment needs `word_ids()`).
         tasks (`list[TaskSpec]`): All of the model's tasks; those the rows do not label get -100 throughout.
         max_seq_length (`int`, *optional*): Truncate to this many sub-tokens (default: the tokenizer's maximum).
+        num_proc (`int`, *optional*): Processes for a map-style `dataset` (ignored when streaming).
+        desc (`str`, *optional*): Progress bar label for a map-style `dataset`.
 
     Returns:
-        `Dataset`: `input_ids`, `attention_mask` (and `token_type_ids` where the tokenizer makes them), one
-        `{task}_labels` column per task and `length` (sub-tokens per row, for length-grouped batching). Padding is
-        left to the collator (dynamic, per batch).
+        `Dataset` (or `IterableDataset`, as given): `input_ids`, `attention_mask` (and `token_type_ids` where the
+        tokenizer makes them), one `{task}_labels` column per task and `length` (sub-tokens per row, for
+        length-grouped batching). Padding is left to the collator (dynamic, per batch). A map-style result is
+        cached by `datasets` beside the input's cache files, keyed by the input's fingerprint, the tokenizer and
+        these arguments: tokenising the same rows with the same tokenizer again reads the cache instead of calling
+        the tokenizer.
     """
     if not tokenizer.is_fast:
         raise HfMtlError(f"tokenizer {type(tokenizer).__name__} is not a fast tokenizer; word alignment needs one")
@@ -83,11 +89,7 @@ def tokenize_and_align(
                 encoding[task.label_key] = given if given is not None else [IGNORE_INDEX] * size
         return dict(encoding)
 
+    options = {"num_proc": num_proc, "desc": desc} if isinstance(dataset, Dataset) else {}
     return dataset.map(
-        encode,
-        batched=True,
-        remove_columns=dataset.column_names,
-        features=model_features(tokenizer, tasks),
-        num_proc=num_proc,
-        desc=desc,
+        encode, batched=True, remove_columns=dataset.column_names, features=model_features(tokenizer, tasks), **options
     )

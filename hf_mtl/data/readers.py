@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import json
 from collections.abc import Iterator
@@ -28,26 +29,36 @@ def infer_format(path: str, declared: str | None) -> str:
     return _SUFFIX_FORMATS[suffix]
 
 
-def _read_lines(path: str, encoding: str) -> list[str]:
+def read_lines(path: str, encoding: str) -> Iterator[str]:
+    """The file's lines, decoded one at a time (memory stays flat however large the file), without a leading BOM.
+
+    Raises [`HfMtlError`] naming the line of the first byte that does not decode, and for a file without a
+    non-blank line (after reading it all).
+    """
     file = Path(path)
     if not file.is_file():
         raise HfMtlError(f"{path}: no such file")
-    raw = file.read_bytes()
     try:
-        text = raw.decode(encoding)
-    except UnicodeDecodeError as err:
-        line = raw[: err.start].count(b"\n") + 1
-        raise HfMtlError(
-            f"{path}:{line}: not valid {encoding} (byte {raw[err.start]:#x}); set `encoding` (for example latin-1)"
-        ) from None
+        decoder = codecs.getincrementaldecoder(encoding)()
     except LookupError:
         raise HfMtlError(f"{path}: unknown encoding {encoding!r}") from None
-    if text.startswith("\ufeff"):
-        text = text[1:]
-    lines = text.splitlines()
-    if not any(line.strip() for line in lines):
+    blank = True
+    with file.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = decoder.decode(raw)
+            except UnicodeDecodeError as err:
+                raise HfMtlError(
+                    f"{path}:{number}: not valid {encoding} (byte {err.object[err.start]:#x}); "
+                    "set `encoding` (for example latin-1)"
+                ) from None
+            if number == 1 and line.startswith("\ufeff"):
+                line = line[1:]
+            line = line.rstrip("\r\n")
+            blank = blank and not line.strip()
+            yield line
+    if blank:
         raise HfMtlError(f"{path}: the file is empty")
-    return lines
 
 
 def read_conll(path: str, encoding: str, columns: list[str], token_prefix: str | None) -> Iterator[Record]:
@@ -55,7 +66,7 @@ def read_conll(path: str, encoding: str, columns: list[str], token_prefix: str |
     sentences. `columns` names the fields (`["tokens", "tags"]` by default); `-DOCSTART-` lines are skipped."""
     sentence: dict[str, list[str]] = {name: [] for name in columns}
     start = 0
-    for number, line in enumerate(_read_lines(path, encoding), start=1):
+    for number, line in enumerate(read_lines(path, encoding), start=1):
         if not line.strip():
             if sentence[columns[0]]:
                 yield f"{path}:{start}", sentence
@@ -82,7 +93,7 @@ def read_conll(path: str, encoding: str, columns: list[str], token_prefix: str |
 
 def read_delimited(path: str, encoding: str, delimiter: str) -> Iterator[Record]:
     """CSV/TSV with a header row naming the columns."""
-    lines = _read_lines(path, encoding)
+    lines = read_lines(path, encoding)
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
     reader = csv.reader(lines, delimiter=delimiter, quoting=quoting)
     header = next(reader)
@@ -98,7 +109,7 @@ def read_delimited(path: str, encoding: str, delimiter: str) -> Iterator[Record]
 
 def read_json(path: str, encoding: str, lines_format: bool) -> Iterator[Record]:
     """JSON Lines (one object per line) or a JSON file holding a list of objects."""
-    lines = _read_lines(path, encoding)
+    lines = read_lines(path, encoding)
     if lines_format:
         for number, line in enumerate(lines, start=1):
             if not line.strip():
@@ -133,3 +144,28 @@ def read_records(
     if file_format in ("tsv", "csv"):
         return read_delimited(path, encoding, "\t" if file_format == "tsv" else ",")
     return read_json(path, encoding, lines_format=file_format == "jsonl")
+
+
+def count_records(path: str, file_format: str, encoding: str) -> int:
+    """How many records `read_records` would yield, from one pass over the raw bytes (no parsing, nothing kept):
+    non-blank lines of JSON Lines, non-blank lines after the header of CSV/TSV, blank-line-separated sentences of
+    CoNLL (`-DOCSTART-` lines aside). A JSON array is parsed, since it has no line structure.
+
+    A CSV field quoted across several lines counts once per line: the count sizes mixing probabilities, it does
+    not validate.
+    """
+    if file_format == "json":
+        return sum(1 for _ in read_json(path, encoding, lines_format=False))
+    if not Path(path).is_file():
+        raise HfMtlError(f"{path}: no such file")
+    count, in_sentence = 0, False
+    with open(path, "rb") as handle:
+        for raw in handle:
+            line = raw.strip()
+            if file_format != "conll":
+                count += bool(line)
+            elif not line:
+                in_sentence = False
+            elif not line.startswith(b"-DOCSTART-") and not in_sentence:
+                count, in_sentence = count + 1, True
+    return count - 1 if file_format in ("tsv", "csv") and count else count

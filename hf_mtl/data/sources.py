@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-from datasets import ClassLabel, Dataset, Features, List, Sequence, Value
+from datasets import ClassLabel, Dataset, Features, IterableDataset, List, Sequence, Value
 
 from ..errors import HfMtlError
 from ..tasks import TaskSpec
-from .readers import Record, infer_format, read_records
+from .arrow_files import load_file
+from .readers import Record, count_records, infer_format, read_records
 
 SPLITS = ("train", "validation", "test")
 DEMO_DATASET = "hf_mtl:demo"
@@ -34,6 +36,11 @@ class DataSourceConfig:
         name (`str`): Short identifier (`sst2`, `wnut17`), used in logs and metric prefixes.
         dataset_name (`str`, *optional*): A Hub data set id, or `hf_mtl:demo` for the embedded demo set.
         dataset_config_name (`str`, *optional*): The Hub data set's configuration.
+        revision (`str`, *optional*): The Hub data set's branch, tag or commit (default: its main branch).
+        splits (`dict[str, str]`, *optional*): For a Hub data set, split name (`train`, `validation`, `test`) -> the
+            Hub split to read there, in `datasets`' split syntax: `{"train": "train[:10%]", "validation":
+            "validation[:500]"}`. Splits left out are not read. Default: `train`, `validation` and `test`, those the
+            data set has.
         train_file (`str`, *optional*), validation_file (`str`, *optional*), test_file (`str`, *optional*):
             Local files, used instead of `dataset_name`.
         format (`str`, *optional*): `conll`, `tsv`, `csv`, `json` or `jsonl`; inferred from the file suffix if unset.
@@ -50,6 +57,8 @@ class DataSourceConfig:
     name: str
     dataset_name: str | None = None
     dataset_config_name: str | None = None
+    revision: str | None = None
+    splits: dict[str, str] | None = None
     train_file: str | None = None
     validation_file: str | None = None
     test_file: str | None = None
@@ -88,6 +97,10 @@ class DataSourceConfig:
         where = f"{where}[{source.name}]"
         if (source.dataset_name is None) == (not source.files):
             raise HfMtlError(f"{where}: give dataset_name or train_file/validation_file/test_file (one of the two)")
+        if (source.revision is not None or source.splits is not None) and not _is_hub(source):
+            raise HfMtlError(f"{where}: revision and splits apply to a Hub data set (dataset_name)")
+        if source.splits is not None and not (isinstance(source.splits, dict) and set(source.splits) <= set(SPLITS)):
+            raise HfMtlError(f"{where}: splits must map some of {list(SPLITS)} to Hub splits, got {source.splits!r}")
         if source.dataset_name == DEMO_DATASET:
             source._apply_demo_defaults(tasks)
         elif source.files:
@@ -120,69 +133,255 @@ class DataSourceConfig:
 
 @dataclass
 class LoadedSource:
-    """A source's splits, each a `Dataset` of `tokens` or `text` plus `{task}_labels` for the tasks it labels."""
+    """A source's splits, each a `Dataset` of `tokens` or `text` plus `{task}_labels` for the tasks it labels.
+
+    Args:
+        config (`DataSourceConfig`): Where the rows came from.
+        splits (`dict[str, Dataset | IterableDataset]`): Split name -> rows; with `streaming=True` the train split is
+            an `IterableDataset`, the others stay map-style.
+        num_rows (`dict[str, int]`): Split name -> number of rows (for a streamed split, counted by [`count_rows`]
+            without materialising it), to size mixing probabilities.
+    """
 
     config: DataSourceConfig
-    splits: dict[str, Dataset]
+    splits: dict[str, Dataset | IterableDataset]
+    num_rows: dict[str, int] = field(default_factory=dict)
 
     @property
     def tasks(self) -> list[str]:
         return list(self.config.label_columns)
 
 
-def load_source(source: DataSourceConfig, tasks: list[TaskSpec]) -> LoadedSource:
-    """Reads every split of `source` and checks each label against its task's label names.
+@dataclass(frozen=True)
+class _LocalFile:
+    """One split's local file and how to read it."""
 
-    Raises:
-        [`HfMtlError`]: naming the file and line (or Hub row) of the first bad record.
-    """
-    by_name = {task.name: task for task in tasks}
-    splits = {}
-    for split, records in _records_by_split(source).items():
-        rows = [_convert(where, record, source, by_name) for where, record in records]
-        if not rows:
-            raise HfMtlError(f"{source.origin}: the {split} split holds no rows")
-        splits[split] = Dataset.from_list(rows, features=_features(source, by_name))
-    return LoadedSource(config=source, splits=splits)
+    path: str
+    file_format: str
+    encoding: str
+    conll_columns: tuple[str, ...]
+    token_prefix: str | None
+
+    def records(self) -> Iterator[Record]:
+        return read_records(self.path, self.file_format, self.encoding, list(self.conll_columns), self.token_prefix)
 
 
-def _records_by_split(source: DataSourceConfig) -> dict[str, list[Record]]:
+def _local_files(source: DataSourceConfig) -> dict[str, _LocalFile]:
     if source.dataset_name == DEMO_DATASET:
         folder = resources.files("hf_mtl") / "demo_data"
-        return {
-            split: list(read_records(str(folder / f"{split}.jsonl"), "jsonl", "utf-8", [], None)) for split in SPLITS
-        }
-    if source.dataset_name is not None:
-        return _hub_records(source)
+        return {split: _LocalFile(str(folder / f"{split}.jsonl"), "jsonl", "utf-8", (), None) for split in SPLITS}
     return {
-        split: list(
-            read_records(
-                path, infer_format(path, source.format), source.encoding, source.conll_columns, source.token_prefix
-            )
+        split: _LocalFile(
+            path,
+            infer_format(path, source.format),
+            source.encoding,
+            tuple(source.conll_columns),
+            source.token_prefix,
         )
         for split, path in source.files.items()
     }
 
 
-def _hub_records(source: DataSourceConfig) -> dict[str, list[Record]]:
+def _is_hub(source: DataSourceConfig) -> bool:
+    return source.dataset_name is not None and source.dataset_name != DEMO_DATASET
+
+
+def load_source(
+    source: DataSourceConfig,
+    tasks: list[TaskSpec],
+    streaming: bool = False,
+    num_proc: int | None = None,
+    cache_dir: str | None = None,
+) -> LoadedSource:
+    """Reads every split of `source` into Arrow and checks each label against its task's label names.
+
+    Local files are read by `datasets`' builders (see [`load_file`]) and mapped onto the tasks by a batched `.map`;
+    both steps are cached by fingerprint, so loading the same unchanged files again reads only the cache. When a
+    record fails, its file is read again with the line-numbered readers up to that record, so that the error names
+    the file and line.
+
+    Args:
+        source (`DataSourceConfig`): The corpus.
+        tasks (`list[TaskSpec]`): The model's tasks.
+        streaming (`bool`, *optional*, defaults to `False`): Give the train split as an `IterableDataset` that reads
+            the file (or the Hub) lazily, without materialising it; its bad records fail when they are reached.
+            Validation and test splits stay map-style.
+        num_proc (`int`, *optional*): Processes for the label mapping.
+        cache_dir (`str`, *optional*): The `datasets` cache folder (default: `HF_DATASETS_CACHE`).
+
+    Raises:
+        [`HfMtlError`]: naming the file and line (or Hub row) of the first bad record.
+    """
+    by_name = {task.name: task for task in tasks}
+    features = _features(source, by_name)
+    files = _local_files(source)
+    splits: dict[str, Dataset | IterableDataset] = {}
+    num_rows = {}
+    for split in SPLITS:
+        stream = streaming and split == "train"
+        file = files.get(split)
+        if file is not None and stream:
+            rows = IterableDataset.from_generator(
+                _converted_records, features=features, gen_kwargs={"file": file, "source": source, "tasks": by_name}
+            )
+        elif file is not None:
+            raw = _read_file(file, source, by_name, cache_dir)
+            rows = _map_records(raw, source, by_name, f"{file.path}[{split}]", file, features, num_proc)
+        else:
+            raw = _hub_split(source, split, stream, cache_dir) if _is_hub(source) else None
+            if raw is None:
+                continue
+            rows = _map_records(raw, source, by_name, f"{source.dataset_name}[{split}]", None, features, num_proc)
+        num_rows[split] = count_rows(source, split) if stream else len(rows)
+        if not num_rows[split]:
+            if file is not None:
+                _raise_first_bad_record(file, source, by_name)
+            raise HfMtlError(f"{source.origin}: the {split} split holds no rows")
+        splits[split] = rows
+    return LoadedSource(config=source, splits=splits, num_rows=num_rows)
+
+
+def count_rows(source: DataSourceConfig, split: str) -> int:
+    """Rows in one split of `source`, without materialising it: one pass over a local file's bytes (see
+    [`count_records`]), or the Hub data set's split metadata.
+
+    Raises:
+        [`HfMtlError`]: when the source has no such split, or the Hub does not say how many rows it holds.
+    """
+    file = _local_files(source).get(split)
+    if file is not None:
+        return count_records(file.path, file.file_format, file.encoding)
+    spec = _hub_split_specs(source).get(split) if _is_hub(source) else None
+    if spec is None:
+        raise HfMtlError(f"{source.origin}: no {split} split")
     import datasets
 
+    info = datasets.load_dataset_builder(
+        source.dataset_name, source.dataset_config_name, revision=source.revision
+    ).info
+    if info.splits is None or spec not in info.splits or info.splits[spec].num_examples is None:
+        raise HfMtlError(f"dataset {source.dataset_name!r}: the Hub does not say how many rows split {spec!r} holds")
+    return info.splits[spec].num_examples
+
+
+def _read_file(file: _LocalFile, source: DataSourceConfig, tasks: dict[str, TaskSpec], cache_dir: str | None):
     try:
-        dataset_dict = datasets.load_dataset(source.dataset_name, source.dataset_config_name)
+        return load_file(
+            file.path, file.file_format, file.encoding, list(file.conll_columns), file.token_prefix, cache_dir
+        )
+    except HfMtlError:
+        raise
+    except Exception as err:  # the builder's parse errors carry no line: find it with the line-numbered readers
+        _raise_first_bad_record(file, source, tasks)
+        raise HfMtlError(f"{file.path}: cannot read it as {file.file_format} ({_first_line(err)})") from err
+
+
+def _raise_first_bad_record(file: _LocalFile, source: DataSourceConfig, tasks: dict[str, TaskSpec]) -> None:
+    """Reads `file` with the line-numbered readers and converts each record until one fails: its error names the
+    file and line. Called only once something is known to be wrong, so the common path never pays for it."""
+    for where, record in file.records():
+        _convert(where, record, source, tasks)
+
+
+def _converted_records(
+    file: _LocalFile, source: DataSourceConfig, tasks: dict[str, TaskSpec]
+) -> Iterator[dict[str, Any]]:
+    """Task-labelled rows of a streamed file, read line by line (errors name the file and line as they are met)."""
+    for where, record in file.records():
+        yield _convert(where, record, source, tasks)
+
+
+def _map_records(
+    raw: Dataset | IterableDataset,
+    source: DataSourceConfig,
+    tasks: dict[str, TaskSpec],
+    origin: str,
+    file: _LocalFile | None,
+    features: Features,
+    num_proc: int | None,
+) -> Dataset | IterableDataset:
+    """Raw records -> `tokens`/`text` + `{task}_labels`, by a batched (cached) `.map`."""
+    if raw.features is None:  # a streamed Hub data set that does not declare its columns
+        raw = raw._resolve_features()
+    options = {"num_proc": num_proc, "desc": f"Checking labels of {origin}"} if isinstance(raw, Dataset) else {}
+    return raw.map(
+        _convert_batch,
+        batched=True,
+        with_indices=True,
+        remove_columns=raw.column_names,
+        features=features,
+        fn_kwargs={
+            "source": source,
+            "tasks": tasks,
+            "origin": origin,
+            "file": file,
+            "class_names": _class_label_names(raw.features),
+        },
+        **options,
+    )
+
+
+def _convert_batch(
+    batch: dict[str, list],
+    indices: list[int],
+    source: DataSourceConfig,
+    tasks: dict[str, TaskSpec],
+    origin: str,
+    file: _LocalFile | None,
+    class_names: dict[str, list[str]],
+) -> dict[str, list]:
+    rows: dict[str, list] = {}
+    skip_blank = file is not None and file.file_format in ("tsv", "csv")
+    for position, index in enumerate(indices):
+        record = {column: values[position] for column, values in batch.items()}
+        if skip_blank and not any(value.strip() for value in record.values()):
+            continue  # a line of empty cells, as the line-numbered reader skips it
+        try:
+            row = _convert(f"{origin}[{index}]", _decode_class_labels(record, class_names), source, tasks)
+        except HfMtlError:
+            if file is None:
+                raise
+            _raise_first_bad_record(file, source, tasks)
+            raise
+        for key, value in row.items():
+            rows.setdefault(key, []).append(value)
+    return rows
+
+
+def _hub_split_specs(source: DataSourceConfig) -> dict[str, str]:
+    return source.splits if source.splits is not None else {split: split for split in SPLITS}
+
+
+def _hub_split(
+    source: DataSourceConfig, split: str, streaming: bool, cache_dir: str | None
+) -> Dataset | IterableDataset | None:
+    """One split of a Hub data set (its `splits` spec, at its `revision`), or `None` when it has no such split."""
+    import datasets
+
+    spec = _hub_split_specs(source).get(split)
+    if spec is None:
+        return None
+    if streaming and "[" in spec:
+        raise HfMtlError(f"dataset {source.dataset_name!r}: split slices such as {spec!r} cannot be streamed")
+    try:
+        return datasets.load_dataset(
+            source.dataset_name,
+            source.dataset_config_name,
+            split=spec,
+            revision=source.revision,
+            streaming=streaming,
+            cache_dir=cache_dir,
+        )
+    except ValueError as err:
+        if source.splits is None and "Unknown split" in str(err):
+            return None  # the default train/validation/test: a split the data set lacks is simply absent
+        raise HfMtlError(f"dataset {source.dataset_name!r}: cannot load split {spec!r} ({_first_line(err)})") from err
     except Exception as err:  # the Hub's errors are many; the user needs one line
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise HfMtlError(f"dataset {source.dataset_name!r}: cannot load it ({first_line})") from err
-    records = {}
-    for split in SPLITS:
-        if split not in dataset_dict:
-            continue
-        dataset = dataset_dict[split]
-        names = _class_label_names(dataset.features)
-        records[split] = [
-            (f"{source.dataset_name}[{split}][{index}]", _decode_class_labels(row, names))
-            for index, row in enumerate(dataset)
-        ]
-    return records
+        raise HfMtlError(f"dataset {source.dataset_name!r}: cannot load it ({_first_line(err)})") from err
+
+
+def _first_line(err: Exception) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
 
 
 def _class_label_names(features: Features) -> dict[str, list[str]]:
@@ -200,7 +399,8 @@ def _class_label_names(features: Features) -> dict[str, list[str]]:
 def _decode_class_labels(row: dict[str, Any], names: dict[str, list[str]]) -> dict[str, Any]:
     for column, labels in names.items():
         value = row[column]
-        row[column] = [labels[v] for v in value] if isinstance(value, list) else labels[value]
+        if value is not None:
+            row[column] = [labels[v] for v in value] if isinstance(value, list) else labels[value]
     return row
 
 
