@@ -26,7 +26,7 @@ from hf_mtl.data.multitask_datasets import check_splits
 from hf_mtl.data.sources import parse_sources, restrict_to_tasks
 from hf_mtl.loading import resolve_tasks
 from hf_mtl.predictions import write_predictions
-from hf_mtl.raw_text import read_texts, write_text_predictions
+from hf_mtl.raw_text import label_texts, read_texts
 
 logger = logging.getLogger("run_mtl")
 __all__ = ["main", "parse_args", "run"]
@@ -60,16 +60,6 @@ def load_model_and_tokenizer(model_args: ModelArguments, training_args: MultiTas
     )
 
 
-def label_texts(model, tokenizer, texts: list[str], training_args: MultiTaskTrainingArguments) -> dict[str, float]:
-    """`--predict_file`: the multitask pipeline's answers, one JSON line per sentence."""
-    path = Path(training_args.output_dir) / "text_predictions.jsonl"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pipe = hf_mtl.MultiTaskPipeline(model=model.eval(), tokenizer=tokenizer)
-    write_text_predictions(pipe, texts, path, training_args.per_device_eval_batch_size)
-    logger.info("Predictions for %d sentences written to %s", len(texts), path)
-    return {"predict_samples": len(texts)}
-
-
 def main(argv: list[str] | None = None) -> dict[str, float]:
     """Runs `run_mtl.py` with `argv` (default: `sys.argv[1:]`); returns all final metrics."""
     return run(*parse_args(sys.argv[1:] if argv is None else argv))
@@ -93,7 +83,9 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Mul
             raise hf_mtl.HfMtlError(
                 "--predict_file without --do_train needs --model_name_or_path to be a trained hf_mtl model"
             )
-        return label_texts(*load_model_and_tokenizer(model_args, training_args, tasks), texts, training_args)
+        return label_texts(
+            *load_model_and_tokenizer(model_args, training_args, tasks), texts, training_args.output_dir
+        )
     entries = data_args.datasets
     if model_args.only_tasks is not None:
         if from_saved_model:
@@ -153,9 +145,8 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Mul
         all_metrics.update(metrics)
     if training_args.do_predict and texts is not None:
         if trainer.is_world_process_zero():
-            all_metrics.update(
-                label_texts(hf_mtl.MultiTaskPipeline(model=trainer.model, tokenizer=tokenizer), texts, training_args)
-            )
+            batch_size = training_args.per_device_eval_batch_size
+            all_metrics.update(label_texts(trainer.model, tokenizer, texts, training_args.output_dir, batch_size))
     elif training_args.do_predict:
         output = trainer.predict(data.test)
         trainer.log_metrics("test", output.metrics)

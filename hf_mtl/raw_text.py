@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 from .errors import HfMtlError
+
+logger = logging.getLogger(__name__)
 
 
 def read_texts(path: str) -> list[str]:
@@ -41,3 +44,14 @@ def write_text_predictions(pipe, texts: list[str], path: Path, batch_size: int) 
     with path.open("w", encoding="utf-8") as handle:
         for text, prediction in zip(texts, pipe(texts, batch_size=batch_size)):
             handle.write(json.dumps({"text": text, **prediction}, ensure_ascii=False) + "\n")
+
+
+def label_texts(model, tokenizer, texts: list[str], output_dir: str | Path, batch_size: int = 32) -> dict[str, float]:
+    """`--predict_file`: the multitask pipeline's answers, one JSON line per text in `text_predictions.jsonl`."""
+    from .pipeline import MultiTaskPipeline
+
+    path = Path(output_dir) / "text_predictions.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_predictions(MultiTaskPipeline(model=model.eval(), tokenizer=tokenizer), texts, path, batch_size)
+    logger.info("Predictions for %d sentences written to %s", len(texts), path)
+    return {"predict_samples": len(texts)}

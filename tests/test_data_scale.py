@@ -206,4 +206,4 @@ def test_data_scale_benchmark_quick(tmp_path):
     assert results["first"]["rows"] == {"sentiment": 20_000, "ner": 4_000}
     assert results["streaming"]["counted_rows"] == {"sentiment": 20_000, "ner": 4_000}
     assert results["cached"]["seconds"] < results["first"]["seconds"]
-    assert set(results["targets"]) == {"peak_rss_above_model_mib", "cached_speedup", "first_batch_s", "rss_growth_mib"}
+    assert set(results["targets"]) == {"peak_rss_above_model_mib", "cached_speedup", "first_step_s", "rss_growth_mib"}
