@@ -12,6 +12,8 @@ from .loss_weighting import LossWeighting
 from .metrics import build_compute_metrics, load_metric, metric_path, preprocess_logits_for_metrics
 from .model_card import ModelCardInputs, build_model_card
 from .modeling_mtl import MultiTaskModel, MultiTaskModelOutput
+from .onnx_export import export_onnx
+from .onnx_model import OnnxMultiTaskModel
 from .packaged_encoder import hub_id_of
 from .pipeline import MultiTaskPipeline, register_pipeline
 from .tasks import DEFAULT_TASKS, TaskKind, TaskSpec, parse_tasks
@@ -42,10 +44,12 @@ __all__ = [
     "MultiTaskPipeline",
     "MultiTaskTrainer",
     "MultiTaskTrainingArguments",
+    "OnnxMultiTaskModel",
     "TaskKind",
     "TaskSpec",
     "build_compute_metrics",
     "build_model_card",
+    "export_onnx",
     "hub_id_of",
     "load_metric",
     "load_model_and_tokenizer",

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ import torch
 from transformers import AutoTokenizer, pipeline
 
 import hf_mtl
-from hf_mtl import MultiTaskModel, MultiTaskPipeline
+from hf_mtl import MultiTaskModel, MultiTaskModelOutput, MultiTaskPipeline
 from hf_mtl.pipeline import _group, _units
 from hf_mtl.tasks import NER_TAGS
 from run_mtl import main
@@ -29,7 +30,8 @@ def saved_model(tiny_dir, tmp_path_factory) -> Path:
 
 
 def test_entities_are_grouped_by_word_with_offsets_into_the_text(tokenizer):
-    text = "José visited São Paulo, then Paris and Paris again."
+    # Words are runs of non-space characters (a pre-split corpus joined by spaces), so punctuation stands apart here.
+    text = "José visited São Paulo , then Paris and Paris again ."
     word_tags = {"José": "B-PER", "São": "B-LOC", "Paulo": "I-LOC", "Paris": "B-LOC"}
     encoding = tokenizer(text, return_offsets_mapping=True)
     word_ids, offsets = encoding.word_ids(), encoding["offset_mapping"]
@@ -43,9 +45,11 @@ def test_entities_are_grouped_by_word_with_offsets_into_the_text(tokenizer):
         # Later sub-tokens of a word say B-MISC: the "first" strategy must ignore them.
         probabilities[position, NER_TAGS.index(tag if word != previous else "B-MISC")] = 0.9
         previous = word
-    entities = _group(_units(word_ids, offsets, probabilities, NER_TAGS, "first"))
+    content = [position for position, word in enumerate(word_ids) if word is not None]
+    text_offsets = [offsets[position] for position in content]
+    entities = _group(_units(text_offsets, probabilities[content], NER_TAGS, "first", text))
     found = [(e["entity_group"], text[e["start"] : e["end"]], e["start"]) for e in entities]
-    assert found == [("PER", "José", 0), ("LOC", "São Paulo", 13), ("LOC", "Paris", 29), ("LOC", "Paris", 39)]
+    assert found == [("PER", "José", 0), ("LOC", "São Paulo", 13), ("LOC", "Paris", 30), ("LOC", "Paris", 40)]
     assert all(e["score"] == pytest.approx(0.9) for e in entities)  # the first sub-token's probability
 
 
@@ -92,19 +96,81 @@ def test_batching_equals_one_by_one(saved_model):
         ]
 
 
-def test_long_input_is_truncated_with_a_warning(saved_model, caplog):
+def test_truncation_true_keeps_only_the_first_window_with_a_warning(saved_model, caplog):
     pipe = pipeline("multitask", model=str(saved_model))
     text = " ".join(["Anna flew to Paris ."] * 40)
     with caplog.at_level(logging.WARNING, logger="hf_mtl.pipeline"):
-        result = pipe(text, max_length=24)
+        result = pipe(text, max_length=24, truncation=True)
     assert any("truncated" in record.message for record in caplog.records)
     assert all(e["end"] <= len(" ".join(["Anna flew to Paris ."] * 6)) for e in result["entities"])
     assert result["sentiment"]["label"] in ("negative", "positive")
 
 
+class TaggingByWord:
+    """A stand-in for a multi-task model with known answers: `elena` is B-PER, `vasquez` I-PER, `lisbon` B-LOC and
+    `the` is B-MISC within 2 sub-tokens of a window edge (O elsewhere), everything else O; sentiment is 3:1 positive
+    in a window holding `great`, 3:1 negative otherwise. A window's edges are its first and last text sub-tokens."""
+
+    device = torch.device("cpu")
+
+    def __init__(self, config, tokenizer):
+        self.config = config
+        ids = tokenizer.convert_tokens_to_ids
+        self.tags = {ids("elena"): "B-PER", ids("vasquez"): "I-PER", ids("lisbon"): "B-LOC"}
+        self.edge_noise, self.great = ids("the"), ids("great")
+
+    def __call__(self, input_ids, attention_mask, **_):
+        labels = NER_TAGS
+        ner = torch.zeros(*input_ids.shape, len(labels))
+        sentiment = torch.zeros(input_ids.shape[0], 2)
+        for row, (ids, mask) in enumerate(zip(input_ids, attention_mask)):
+            positions = mask.nonzero().flatten()[1:-1].tolist()  # the text's sub-tokens, between [CLS] and [SEP]
+            for rank, position in enumerate(positions):
+                tag = self.tags.get(int(ids[position]), "O")
+                if int(ids[position]) == self.edge_noise and min(rank, len(positions) - 1 - rank) <= 2:
+                    tag = "B-MISC"
+                ner[row, position, labels.index(tag)] = 10.0
+            sentiment[row, int(self.great in ids[positions].tolist())] = math.log(3)
+        return MultiTaskModelOutput(logits={"sentiment": sentiment, "ner": ner})
+
+
+def test_long_text_is_read_in_windows_with_tags_from_the_window_centres(tiny_config, tokenizer):
+    tiny_config.max_seq_length = 24  # 22 text sub-tokens per window; the default stride is 24 // 4 = 6
+    pipe = MultiTaskPipeline(model=TaggingByWord(tiny_config, tokenizer), tokenizer=tokenizer)
+    unit = "Élena Vasquez went to Lisbon the the"  # 7 sub-tokens, `É` is read as `e`
+    text = ". . . " + " ".join([unit] * 10) + " great . . ."  # 77 sub-tokens, 3.5 times a window
+    windows = tokenizer(text, max_length=24, stride=6, truncation=True, return_overflowing_tokens=True)
+    assert len(windows["input_ids"]) == 5
+    expected = []
+    for index in range(10):
+        start = len(". . . ") + index * (len(unit) + 1)
+        expected.append(("PER", "Élena Vasquez", start, start + len("Élena Vasquez")))
+        start += len(unit) - len("the the") - len("Lisbon ")
+        expected.append(("LOC", "Lisbon", start, start + len("Lisbon")))
+    for batch_size in (1, 4):
+        result = pipe([text, "Lisbon"], batch_size=batch_size)[0]
+        # Every `the` sits at least 3 sub-tokens from an edge in one of its windows: no B-MISC may come out, and
+        # entities cut by a window edge come out whole, with offsets into the text as given.
+        assert [(e["entity_group"], e["word"], e["start"], e["end"]) for e in result["entities"]] == expected
+        assert all(e["score"] == pytest.approx(math.exp(10) / (math.exp(10) + 8)) for e in result["entities"])
+        # Only the last window holds `great`: (0.75 + 4 * 0.25) / 5 positive.
+        assert result["sentiment"] == {"label": "negative", "score": pytest.approx(0.65)}
+    truncated = pipe(text, truncation=True)  # the first window: `. . .`, two units and `Élena Vasquez went to Lisbon`
+    assert [(e["entity_group"], e["word"], e["start"], e["end"]) for e in truncated["entities"]] == expected[:6]
+    assert truncated["sentiment"] == {"label": "negative", "score": pytest.approx(0.75)}
+
+
+def test_stride_must_leave_room_in_a_window(saved_model):
+    pipe = pipeline("multitask", model=str(saved_model))
+    with pytest.raises(ValueError, match="stride must be at least 0 and less than the 22 sub-tokens"):
+        pipe("Anna", max_length=24, stride=22)
+    assert set(pipe(" ".join(["Anna flew to Paris ."] * 40), max_length=24, stride=0)) == {"sentiment", "entities"}
+
+
 def test_predict_cli_on_raw_text(saved_model, tmp_path):
+    long_text = " ".join(["Anna flew to Paris ."] * 40)  # about 5 windows of 64 sub-tokens
     texts = tmp_path / "texts.txt"
-    texts.write_text("\n".join(TEXTS) + "\n\n")
+    texts.write_text("\n".join([*TEXTS, long_text]) + "\n\n")
     output_dir = tmp_path / "out"
     main(
         [
@@ -118,8 +184,9 @@ def test_predict_cli_on_raw_text(saved_model, tmp_path):
         ]
     )
     lines = [json.loads(line) for line in (output_dir / "text_predictions.jsonl").read_text().splitlines()]
-    assert [line["text"] for line in lines] == TEXTS
-    expected = pipeline("multitask", model=str(saved_model))(TEXTS)
+    assert [line["text"] for line in lines] == [*TEXTS, long_text]
+    expected = pipeline("multitask", model=str(saved_model))([*TEXTS, long_text])
+    assert max(entity["end"] for entity in lines[-1]["entities"]) > len(long_text) - 20  # windows reach the end
     for line, result in zip(lines, expected):
         assert line["sentiment"]["label"] == result["sentiment"]["label"]
         assert [e["word"] for e in line["entities"]] == [e["word"] for e in result["entities"]]
