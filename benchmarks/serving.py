@@ -113,22 +113,16 @@ def long_texts(sentences, tokenizer) -> list[dict]:
     return texts
 
 
-def unseen_gold_entities(texts: list[dict], tokenizer, max_length: int, stride: int, truncation: bool) -> int:
-    """Gold entities whose first word starts in no window (with `truncation`, only the first window counts)."""
+def unseen_gold_entities(texts: list[dict], pipe, max_length: int, stride: int, truncation: bool) -> int:
+    """Gold entities whose first word starts in none of the windows the pipeline reads (its own `preprocess`; with
+    `truncation`, only the first window)."""
     unseen = 0
     for item in texts:
         text, spans = joined(item["words"])
-        encoding = tokenizer(
-            text,
-            truncation=True,
-            max_length=max_length,
-            stride=stride,
-            return_overflowing_tokens=True,
-            return_offsets_mapping=True,
-        )
-        windows = encoding["offset_mapping"][:1] if truncation else encoding["offset_mapping"]
+        windows = pipe.preprocess(text, max_length=max_length, stride=stride, truncation=truncation)
         # A window holds a contiguous run of sub-tokens: the characters from its first one's start to its last end.
-        ranges = [(min(a for a, b in w if b > a), max(b for a, b in w if b > a)) for w in windows]
+        offsets = [[(a, b) for a, b in window["offset_mapping"][0].tolist() if b > a] for window in windows]
+        ranges = [(min(a for a, _ in window), max(b for _, b in window)) for window in offsets]
         for index, tag in enumerate(item["tags"]):
             start = spans[index][0]
             unseen += tag.startswith("B-") and not any(low <= start < high for low, high in ranges)
@@ -290,7 +284,8 @@ def main(argv: list[str] | None = None) -> int:
         state = model_dir / "trainer_state.json"
         trained_steps = json.loads(state.read_text())["global_step"] if state.is_file() else None
         backends = {name: load_backend(name, model_dir, workdir) for name in BACKENDS}
-        config, tokenizer = backends["pytorch_pipeline"].model.config, backends["pytorch_pipeline"].tokenizer
+        pytorch = backends["pytorch_pipeline"]
+        config, tokenizer = pytorch.model.config, pytorch.tokenizer
         task = next(task for task in config.task_specs if task.is_token_task)
 
         texts = real_sentences(count)
@@ -353,8 +348,8 @@ def main(argv: list[str] | None = None) -> int:
             "window": max_length,
             "stride": stride,
             "gold_entities": sum(tag.startswith("B-") for item in long for tag in item["tags"]),
-            "unseen_gold_entities": unseen_gold_entities(long, tokenizer, max_length, stride, truncation=False),
-            "unseen_gold_entities_truncated": unseen_gold_entities(long, tokenizer, max_length, stride, True),
+            "unseen_gold_entities": unseen_gold_entities(long, pytorch, max_length, stride, truncation=False),
+            "unseen_gold_entities_truncated": unseen_gold_entities(long, pytorch, max_length, stride, True),
             "scores": long_scores,
         },
     }
