@@ -91,6 +91,16 @@ def tiny_model(tiny_dir) -> MultiTaskModel:
     return MultiTaskModel.from_encoder(str(tiny_dir))
 
 
+@pytest.fixture(scope="module")
+def saved_model(tiny_dir, tmp_path_factory) -> Path:
+    """A saved hf_mtl model (default tasks, random heads on the tiny encoder) with its tokenizer."""
+    folder = tmp_path_factory.mktemp("saved")
+    torch.manual_seed(1)
+    MultiTaskModel.from_encoder(str(tiny_dir)).save_pretrained(folder)
+    BertTokenizer.from_pretrained(tiny_dir).save_pretrained(folder)
+    return folder
+
+
 def write_two_corpora(folder: Path, sentiment_rows: int = 20, ner_sentences: int = 20) -> list[dict]:
     """Writes a sentiment TSV and a CoNLL NER file into `folder` and returns their `datasets` entries: each corpus
     labels one task; both have a validation split, the NER corpus a test split too."""

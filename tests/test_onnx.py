@@ -31,15 +31,6 @@ DEMO_MAX_LENGTH = 24
 
 
 @pytest.fixture(scope="module")
-def random_model(tiny_dir, tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("random")
-    torch.manual_seed(1)
-    MultiTaskModel.from_encoder(str(tiny_dir)).save_pretrained(folder)
-    AutoTokenizer.from_pretrained(tiny_dir).save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
 def demo_model(tiny_dir, tmp_path_factory) -> Path:
     """The tiny encoder trained by `run_mtl.py configs/demo.yaml` for 8 steps: a trained model with a card."""
     folder = tmp_path_factory.mktemp("demo")
@@ -70,10 +61,10 @@ def demo_model(tiny_dir, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def exported(random_model, demo_model, tmp_path_factory) -> dict[str, tuple[Path, Path]]:
+def exported(saved_model, demo_model, tmp_path_factory) -> dict[str, tuple[Path, Path]]:
     """Each model's PyTorch folder and its fp32 export."""
     folders = {}
-    for name, source in (("random", random_model), ("demo", demo_model)):
+    for name, source in (("random", saved_model), ("demo", demo_model)):
         folders[name] = (source, export_onnx(source, tmp_path_factory.mktemp(f"{name}-onnx")))
     return folders
 
@@ -178,25 +169,25 @@ def test_int8_export_from_the_command_line(demo_model, exported, tmp_path, capsy
     assert "dynamic int8 weights" in (folder / "README.md").read_text()
 
 
-def test_missing_onnxruntime_is_one_line_naming_the_extra(exported, random_model, tmp_path, monkeypatch, capsys):
+def test_missing_onnxruntime_is_one_line_naming_the_extra(exported, saved_model, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` now raises ImportError
     message = r"^ONNX export and serving need the onnxruntime package: pip install hf_mtl\[onnx\]$"
     with pytest.raises(hf_mtl.HfMtlError, match=message):
         OnnxMultiTaskModel.from_pretrained(exported["random"][1])
     with pytest.raises(hf_mtl.HfMtlError, match=message):
-        export_onnx(random_model, tmp_path / "out")
-    assert main([str(random_model), str(tmp_path / "out")]) == 2
+        export_onnx(saved_model, tmp_path / "out")
+    assert main([str(saved_model), str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err == (
         "python -m hf_mtl.export: error: ONNX export and serving need the onnxruntime package: "
         "pip install hf_mtl[onnx]\n"
     )
     # Everything else still works: the PyTorch pipeline does not need onnxruntime.
-    assert set(pipeline("multitask", model=str(random_model))("Anna")) == {"sentiment", "entities"}
+    assert set(pipeline("multitask", model=str(saved_model))("Anna")) == {"sentiment", "entities"}
 
 
-def test_a_folder_without_a_graph_is_not_an_onnx_model(random_model, tmp_path, capsys):
+def test_a_folder_without_a_graph_is_not_an_onnx_model(saved_model, tmp_path, capsys):
     with pytest.raises(OSError, match="no model.onnx; export one with `python -m hf_mtl.export`"):
-        OnnxMultiTaskModel.from_pretrained(random_model)
+        OnnxMultiTaskModel.from_pretrained(saved_model)
     assert main([str(tmp_path / "missing"), str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err == (
         f"python -m hf_mtl.export: error: {tmp_path / 'missing'}: no such folder; export a trained hf_mtl model "

@@ -9,24 +9,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoTokenizer, pipeline
+from transformers import pipeline
 
 import hf_mtl
-from hf_mtl import MultiTaskModel, MultiTaskModelOutput, MultiTaskPipeline
+from hf_mtl import MultiTaskModelOutput, MultiTaskPipeline
 from hf_mtl.pipeline import _group, _units
 from hf_mtl.tasks import NER_TAGS
 from run_mtl import main
 
 TEXTS = ["José visited São Paulo, then Paris and Paris again.", "The café was awful!", "Anna", "ok " * 5]
-
-
-@pytest.fixture(scope="module")
-def saved_model(tiny_dir, tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("saved")
-    torch.manual_seed(1)
-    MultiTaskModel.from_encoder(str(tiny_dir)).save_pretrained(folder)
-    AutoTokenizer.from_pretrained(tiny_dir).save_pretrained(folder)
-    return folder
 
 
 def test_entities_are_grouped_by_word_with_offsets_into_the_text(tokenizer):
