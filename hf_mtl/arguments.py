@@ -76,6 +76,13 @@ class ModelArguments:
             "as sentence-transformers checkpoints were trained). Ignored for a saved hf_mtl model."
         },
     )
+    task_specific_layers: int = field(
+        default=0,
+        metadata={
+            "help": "Partial sharing: each task gets its own copy of the encoder's top N layers (from the pretrained "
+            "ones); the layers below are shared. 0 shares the whole encoder. Ignored for a saved hf_mtl model."
+        },
+    )
     model_card_license: str | None = field(
         default=None,
         metadata={"help": "License id for the model card (default: the base model's, when known)."},
@@ -87,6 +94,8 @@ class ModelArguments:
 
     def __post_init__(self):
         self.tasks = _json_list(self.tasks, "tasks")
+        if self.task_specific_layers < 0:
+            raise HfMtlError(f"--task_specific_layers must be at least 0, got {self.task_specific_layers}")
         if self.classifier_dropout is not None and not 0.0 <= self.classifier_dropout < 1.0:
             raise HfMtlError(f"--classifier_dropout must be in [0, 1), got {self.classifier_dropout}")
 
@@ -178,6 +187,14 @@ class MultiTaskTrainingArguments(TrainingArguments):
             "choices": ["random", "sequential", "group_by_length", "batch_rebalance"],
         },
     )
+    batch_composition: Literal["mixed", "per_task"] = field(
+        default="mixed",
+        metadata={
+            "help": "What a training batch holds: 'mixed' (rows of every corpus, as the mixed stream comes) or "
+            "'per_task' (each batch the rows of one task group, i.e. one corpus or the corpora labelling the same "
+            "tasks; batches in a random order, each group's share of them set by the mixing strategy).",
+        },
+    )
     bf16: bool | None = field(
         default=None,
         metadata={
@@ -200,11 +217,26 @@ class MultiTaskTrainingArguments(TrainingArguments):
         default=LossWeighting.STATIC,
         metadata={
             "help": "How task losses combine: static (config weights), uncertainty (learned log-variances, Kendall "
-            "et al. 2018), dwa (dynamic weight average, Liu et al. 2019) or pcgrad (projected conflicting "
-            "gradients on the shared encoder, Yu et al. 2020)."
+            "et al. 2018), dwa (dynamic weight average, Liu et al. 2019), pcgrad (projected conflicting "
+            "gradients on the shared encoder, Yu et al. 2020) or grad_balance (weights that give each task's "
+            "gradient on the shared encoder the same norm, measured every --grad_balance_steps steps)."
         },
     )
     dwa_temperature: float = field(default=2.0, metadata={"help": "T of dynamic weight average."})
+    grad_balance_steps: int = field(
+        default=10,
+        metadata={
+            "help": "With --loss_weighting grad_balance: measure each task's gradient norm on the shared encoder "
+            "every N steps (one extra backward pass per task on those steps)."
+        },
+    )
+    head_learning_rate: float | None = field(
+        default=None,
+        metadata={
+            "help": "Learning rate of the task heads (new, randomly initialised layers), scheduled like the "
+            "encoder's; default: learning_rate for every parameter."
+        },
+    )
     log_grad_cosine: bool = field(
         default=False,
         metadata={
@@ -243,6 +275,8 @@ class MultiTaskTrainingArguments(TrainingArguments):
             self.bf16 = bool(self.use_cpu and not self.fp16 and has_native_bf16())
         if self.torch_num_threads is not None and self.torch_num_threads < 1:
             raise HfMtlError(f"--torch_num_threads must be at least 1, got {self.torch_num_threads}")
+        if self.grad_balance_steps < 1:
+            raise HfMtlError(f"--grad_balance_steps must be at least 1, got {self.grad_balance_steps}")
         if not (math.isfinite(self.dwa_temperature) and self.dwa_temperature > 0):
             raise HfMtlError(f"--dwa_temperature must be a positive number, got {self.dwa_temperature}")
         if self.early_stopping_patience is not None:
@@ -255,6 +289,8 @@ class MultiTaskTrainingArguments(TrainingArguments):
             self.metric_for_best_model = self.metric_for_best_model or "combined_score"
         if not 0.0 <= self.label_smoothing_factor < 1.0:
             raise HfMtlError(f"--label_smoothing_factor must be in [0, 1), got {self.label_smoothing_factor}")
+        if self.head_learning_rate is not None and not self.head_learning_rate > 0:
+            raise HfMtlError(f"--head_learning_rate must be positive, got {self.head_learning_rate}")
         if self.learning_rate <= 0:
             raise HfMtlError(f"--learning_rate must be positive, got {self.learning_rate}")
         for flag in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):

@@ -45,6 +45,11 @@ class MultiTaskConfig(PretrainedConfig):
         max_seq_length (`int`, *optional*):
             The length (in sub-tokens) the model was trained with; the `multitask` pipeline truncates or windows
             texts at it. Set by the training script; `None` means the tokenizer's maximum.
+        task_specific_layers (`int`, *optional*, defaults to 0):
+            Partial sharing: each task gets its own copy of the encoder's top `task_specific_layers` transformer
+            layers (initialised from the pretrained ones), above the shared layers below them. 0 shares the whole
+            encoder. A text still runs the shared layers once, then each task's copies: with 2 tasks and 2 of 6
+            layers, a joint forward costs 8/6 of one encoder's instead of 2 encoders'.
         loss_weighting (`str`, *optional*, defaults to `"static"`):
             How task losses combine (see `hf_mtl.loss_weighting`). `uncertainty` gives the model one learned
             log-variance per task (`log_variances`), saved with it; `dwa` and `pcgrad` are applied by the trainer.
@@ -73,6 +78,7 @@ class MultiTaskConfig(PretrainedConfig):
     loss_weighting: str = "static"
     encoder_pooler: bool | None = None
     max_seq_length: int | None = None
+    task_specific_layers: int = 0
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -89,6 +95,12 @@ class MultiTaskConfig(PretrainedConfig):
                 "(sentence_pooling='cls') instead of a randomly initialised pooler"
             )
             self.sentence_pooling = "cls"
+        if (
+            isinstance(self.task_specific_layers, bool)
+            or not isinstance(self.task_specific_layers, int)
+            or (self.task_specific_layers < 0)
+        ):
+            raise HfMtlError(f"task_specific_layers must be an integer >= 0, got {self.task_specific_layers!r}")
         if self.max_seq_length is not None and self.max_seq_length < 1:
             raise HfMtlError(f"max_seq_length must be positive, got {self.max_seq_length}")
         # Validate once and store plain dicts, so that `config.json` stays readable and round-trips.

@@ -32,11 +32,18 @@ class TaskHead(nn.Module):
     def forward(self, sequence_output: torch.Tensor, pooled_output: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.dropout(self.select_features(sequence_output, pooled_output)))
 
-    def loss(self, logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
-        """Mean cross-entropy over the labelled positions; exactly 0 (never NaN) when there are none.
+    def loss(
+        self,
+        logits: torch.Tensor,
+        labels: torch.Tensor,
+        label_smoothing: float = 0.0,
+        num_items: torch.Tensor | int | None = None,
+    ) -> torch.Tensor:
+        """Summed cross-entropy over the labelled positions, divided by `num_items` (the labelled positions of the
+        whole optimizer step), or by this batch's labelled positions when `num_items` is `None` (the batch mean).
 
-        A batch drawn from a corpus labelled for another task carries only `-100` for this task: it then adds
-        nothing to the loss and nothing to the gradients, instead of the `0 / 0` of a plain mean. With
+        Exactly 0 (never NaN) when nothing is labelled: a batch drawn from a corpus labelled for another task
+        carries only `-100` for this task, and then adds nothing to the loss and nothing to the gradients. With
         `label_smoothing` = ε the target is `1 - ε` on the gold label plus `ε / num_labels` on every label, the
         Trainer's `label_smoothing_factor` rule; positions labelled -100 still count for nothing.
         """
@@ -45,8 +52,8 @@ class TaskHead(nn.Module):
         total = F.cross_entropy(
             logits, labels, ignore_index=IGNORE_INDEX, reduction="sum", label_smoothing=label_smoothing
         )
-        count = (labels != IGNORE_INDEX).sum().clamp(min=1)
-        return total / count
+        count = (labels != IGNORE_INDEX).sum() if num_items is None else torch.as_tensor(num_items)
+        return total / count.to(total.device, total.dtype).clamp(min=1)
 
 
 class SequenceClassificationHead(TaskHead):

@@ -8,6 +8,12 @@
 - `pcgrad` (Yu et al., 2020): one backward pass per task on the shared encoder; where two tasks' gradients
   conflict (negative dot product) each is projected onto the other's normal plane before they are summed. Heads
   get their own task's gradient untouched. Applied by `MultiTaskTrainer`.
+- `grad_balance`: `w_t = w_t^config * mean_s(n_s) / n_t`, where `n_t` is a running mean of the norm of task t's
+  gradient on the shared encoder, measured with one backward pass per task every `grad_balance_steps` steps. Each
+  task then moves the shared encoder as much as the others, whatever the size of its loss: a sentence
+  cross-entropy's gradient is several times a token cross-entropy's, and Adam, which normalises the summed
+  gradient per parameter, would otherwise shrink the smaller task's steps by that factor. Applied by
+  `MultiTaskTrainer`.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ class LossWeighting(ExplicitEnum):
     UNCERTAINTY = "uncertainty"
     DWA = "dwa"
     PCGRAD = "pcgrad"
+    GRAD_BALANCE = "grad_balance"
 
 
 def dwa_weights(history: list[dict[str, float]], tasks: list[str], temperature: float = 2.0) -> dict[str, float]:
@@ -38,6 +45,15 @@ def dwa_weights(history: list[dict[str, float]], tasks: list[str], temperature: 
     exponentials = {task: math.exp(rate / temperature) for task, rate in rates.items()}
     total = sum(exponentials.values())
     return {task: len(tasks) * value / total for task, value in exponentials.items()}
+
+
+def balance_weights(norms: dict[str, float]) -> dict[str, float]:
+    """`mean(n) / n_t` per task (1 for every task when a norm is 0): weights that give every task's gradient the
+    mean norm. They average to 1 in harmonic terms, and leave the weights alone when the norms are equal."""
+    if not norms or min(norms.values()) <= 0:
+        return {task: 1.0 for task in norms}
+    mean = sum(norms.values()) / len(norms)
+    return {task: mean / norm for task, norm in norms.items()}
 
 
 def pcgrad_project(gradients: list[torch.Tensor], generator: torch.Generator | None = None) -> list[torch.Tensor]:

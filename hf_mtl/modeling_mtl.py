@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +16,7 @@ from .configuration_mtl import MultiTaskConfig
 from .errors import HfMtlError
 from .heads import IGNORE_INDEX, TaskHead, build_head
 from .loss_weighting import LossWeighting
+from .tasks import TaskSpec
 
 
 @dataclass
@@ -26,7 +28,9 @@ class MultiTaskModelOutput(ModelOutput):
         loss (`torch.FloatTensor` of shape `()`, *optional*, returned when any `{task}_labels` is given):
             Weighted sum of the task losses (weights from `config.tasks`).
         task_losses (`dict[str, torch.FloatTensor]`, *optional*, returned with `loss`):
-            Each labelled task's mean cross-entropy over its labelled positions (0 when a batch has none).
+            Each labelled task's summed cross-entropy over its labelled positions, divided by that task's labelled
+            positions in the batch (its mean), or in the whole optimizer step when `num_items_in_batch` is given.
+            0 when a batch labels none.
         logits (`dict[str, torch.FloatTensor]`):
             Each task's scores: `(batch_size, num_labels)` for sequence tasks, `(batch_size, sequence_length,
             num_labels)` for token tasks.
@@ -49,8 +53,9 @@ class MultiTaskPreTrainedModel(PreTrainedModel):
     base_model_prefix = "encoder"
     supports_gradient_checkpointing = True
     _supports_sdpa = True
-    # `forward` takes `**task_labels`; that is not the Trainer's `num_items_in_batch` loss-kwargs protocol.
-    accepts_loss_kwargs = False
+    # The Trainer passes `num_items_in_batch` (a dict of each task's labelled positions over the optimizer step,
+    # from `MultiTaskTrainer`) and then leaves the loss unscaled by gradient accumulation.
+    accepts_loss_kwargs = True
 
     def _init_weights(self, module: nn.Module) -> None:
         if getattr(module, "log_variances", None) is not None and isinstance(module, MultiTaskPreTrainedModel):
@@ -82,16 +87,19 @@ class MultiTaskModel(MultiTaskPreTrainedModel):
 
     def __init__(self, config: MultiTaskConfig):
         super().__init__(config)
+        # The tasks the heads are built for, validated once (not on every forward).
+        self.task_specs: list[TaskSpec] = config.task_specs
         self.encoder = AutoModel.from_config(config.encoder)
         if config.encoder_pooler is False:
             drop_pooler(self.encoder)
+        self.task_layers = split_task_layers(self.encoder, config.task_specific_layers, self.task_specs)
         dropout = config.head_dropout
         self.heads = nn.ModuleDict(
-            {task.name: build_head(task, config.encoder.hidden_size, dropout) for task in config.task_specs}
+            {task.name: build_head(task, config.encoder.hidden_size, dropout) for task in self.task_specs}
         )
         if config.loss_weighting == LossWeighting.UNCERTAINTY:
             # s_t = log(sigma_t^2), one per task, in task order (Kendall, Gal & Cipolla, 2018).
-            self.log_variances = nn.Parameter(torch.zeros(len(config.task_specs)))
+            self.log_variances = nn.Parameter(torch.zeros(len(self.task_specs)))
         self.post_init()
 
     @classmethod
@@ -141,6 +149,8 @@ class MultiTaskModel(MultiTaskPreTrainedModel):
             drop_pooler(encoder)
         config = MultiTaskConfig(encoder=encoder.config, tasks=tasks, encoder_pooler=has_pooler, **config_kwargs)
         model = cls(config)
+        # Each task's copy of the top layers starts from the pretrained ones.
+        model.task_layers = split_task_layers(encoder, config.task_specific_layers, model.task_specs)
         model.encoder = encoder
         return model
 
@@ -173,16 +183,22 @@ class MultiTaskModel(MultiTaskPreTrainedModel):
         output_attentions: bool | None = None,
         return_dict: bool | None = None,
         label_smoothing: float = 0.0,
+        num_items_in_batch: dict[str, torch.Tensor | int] | None = None,
         **task_labels: torch.Tensor | None,
     ) -> MultiTaskModelOutput | tuple:
         r"""
         label_smoothing (`float`, *optional*, defaults to 0.0):
             Label smoothing ε of every head's cross-entropy (the Trainer's `label_smoothing_factor`).
+        num_items_in_batch (`dict[str, torch.Tensor]`, *optional*):
+            Each task's labelled positions over the whole optimizer step (every micro-batch of gradient accumulation,
+            every process), as [`MultiTaskTrainer`] counts them. Each task's summed cross-entropy is divided by it,
+            so that the step's gradient is that of one pooled batch, as transformers normalises a causal LM loss
+            under gradient accumulation. Without it, each task's loss is its mean over this batch.
         task_labels (`torch.LongTensor`, *optional*):
             One keyword per task, `{task}_labels`: shape `(batch_size,)` for sequence tasks and `(batch_size,
             sequence_length)` for token tasks, `-100` where there is no label. Tasks without a tensor add no loss.
         """
-        specs = self.config.task_specs
+        specs = self.task_specs
         known = {task.label_key for task in specs}
         unknown = sorted(set(task_labels) - known)
         if unknown:
@@ -202,19 +218,30 @@ class MultiTaskModel(MultiTaskPreTrainedModel):
         if token_type_ids is not None:
             encoder_kwargs["token_type_ids"] = token_type_ids
         encoder_outputs = self.encoder(**{k: v for k, v in encoder_kwargs.items() if v is not None})
-        sequence_output = encoder_outputs.last_hidden_state
-        pooled_output = self.sentence_representation(encoder_outputs, attention_mask)
-
-        logits = {task.name: self.heads[task.name](sequence_output, pooled_output) for task in specs}
+        if len(self.task_layers):
+            logits = self.task_layer_logits(encoder_outputs, attention_mask, task_labels)
+        else:
+            sequence_output = encoder_outputs.last_hidden_state
+            pooled_output = self.sentence_representation(encoder_outputs, attention_mask)
+            logits = {task.name: self.heads[task.name](sequence_output, pooled_output) for task in specs}
 
         loss, task_losses = None, None
         labelled = [task for task in specs if task_labels.get(task.label_key) is not None]
         if labelled:
-            task_losses = {
-                task.name: self.heads[task.name].loss(logits[task.name], task_labels[task.label_key], label_smoothing)
-                for task in labelled
-            }
-            loss = self.combine_losses(task_losses, task_labels)
+            counts = num_items_in_batch or {}
+            task_losses, shares = {}, {}
+            for task in labelled:
+                labels = task_labels[task.label_key]
+                num_items = counts.get(task.name)
+                if task.name not in logits:  # a training batch with no label for this task skipped its layers
+                    task_losses[task.name] = shares[task.name] = encoder_outputs.last_hidden_state.new_zeros(())
+                    continue
+                task_losses[task.name] = self.heads[task.name].loss(
+                    logits[task.name], labels, label_smoothing, num_items
+                )
+                labelled_here = (labels != IGNORE_INDEX).sum()
+                shares[task.name] = labelled_here / (labelled_here if num_items is None else num_items).clamp(min=1)
+            loss = self.combine_losses(task_losses, shares)
 
         output = MultiTaskModelOutput(
             loss=loss,
@@ -226,25 +253,25 @@ class MultiTaskModel(MultiTaskPreTrainedModel):
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         return output if return_dict else output.to_tuple()
 
-    def combine_losses(
-        self, task_losses: dict[str, torch.Tensor], task_labels: dict[str, torch.Tensor]
-    ) -> torch.Tensor:
+    def combine_losses(self, task_losses: dict[str, torch.Tensor], shares: dict[str, torch.Tensor]) -> torch.Tensor:
         """`sum_t w_t L_t`; with `loss_weighting="uncertainty"`, `sum_t w_t (exp(-s_t) L_t + s_t)` over the tasks
-        this batch labels (an unlabelled task's `s_t` is left alone, else it would drift down unopposed)."""
-        specs = {task.name: (index, task) for index, task in enumerate(self.config.task_specs)}
+        this batch labels (an unlabelled task's `s_t` is left alone, else it would drift down unopposed).
+
+        `shares[t]` is this batch's part of task t's labelled positions in the optimizer step (1 for a batch mean, 0
+        when the batch labels none): the `s_t` term is added in that part, so that over the step it counts once."""
+        specs = {task.name: (index, task) for index, task in enumerate(self.task_specs)}
         total = 0.0
         for name, task_loss in task_losses.items():
             index, task = specs[name]
             if self.config.loss_weighting == LossWeighting.UNCERTAINTY:
-                labelled = (task_labels[task.label_key] != IGNORE_INDEX).any().to(task_loss.dtype)
                 log_variance = self.log_variances[index]
-                task_loss = torch.exp(-log_variance) * task_loss + labelled * log_variance
+                task_loss = torch.exp(-log_variance) * task_loss + shares[name].to(task_loss.dtype) * log_variance
             total = total + task.weight * task_loss
         return total
 
     def task_weights(self) -> dict[str, float]:
         """Each task's current effective weight: `w_t`, or `w_t exp(-s_t)` under uncertainty weighting."""
-        weights = {task.name: task.weight for task in self.config.task_specs}
+        weights = {task.name: task.weight for task in self.task_specs}
         if self.config.loss_weighting == LossWeighting.UNCERTAINTY:
             for index, name in enumerate(weights):
                 weights[name] *= float(torch.exp(-self.log_variances[index].detach()))
@@ -256,12 +283,40 @@ class MultiTaskModel(MultiTaskPreTrainedModel):
         super().save_pretrained(save_directory, *args, **kwargs)
         write_model_module(save_directory)
 
+    def task_layer_logits(
+        self, encoder_outputs, attention_mask: torch.Tensor | None, task_labels: dict[str, torch.Tensor | None]
+    ) -> dict[str, torch.Tensor]:
+        """Each task's logits from its own copy of the top `config.task_specific_layers` layers, run on the shared
+        layers' output with the arguments the encoder gave its last shared layer (attention mask, relative
+        positions, ...). In training, a task that the batch does not label skips its layers and has no logits."""
+        shared_layer = encoder_layers(self.encoder)[-1]
+        args, kwargs = shared_layer.__dict__.pop("_hf_mtl_layer_inputs")
+        logits = {}
+        for task in self.task_specs:
+            labels = task_labels.get(task.label_key)
+            if self.training and labels is not None and not bool((labels != IGNORE_INDEX).any()):
+                continue
+            hidden = encoder_outputs.last_hidden_state
+            for layer in self.task_layers[task.name]:
+                output = layer(hidden, *args[1:], **kwargs)
+                hidden = output[0] if isinstance(output, tuple) else output
+            pooled = None
+            if not task.is_token_task:
+                pooler = getattr(self.encoder, "pooler", None)
+                use_pooler = self.config.sentence_pooling == "pooler" and pooler is not None
+                pooled = pooler(hidden) if use_pooler else self.pool(hidden, attention_mask)
+            logits[task.name] = self.heads[task.name](hidden, pooled)
+        return logits
+
     def sentence_representation(self, encoder_outputs, attention_mask: torch.Tensor | None) -> torch.Tensor:
         """What sentence heads read, per `config.sentence_pooling`: pooled [CLS], [CLS] state or masked mean."""
-        sequence_output = encoder_outputs.last_hidden_state
-        pooling = self.config.sentence_pooling
-        if pooling == "pooler" and getattr(encoder_outputs, "pooler_output", None) is not None:
+        if self.config.sentence_pooling == "pooler" and getattr(encoder_outputs, "pooler_output", None) is not None:
             return encoder_outputs.pooler_output
+        return self.pool(encoder_outputs.last_hidden_state, attention_mask)
+
+    def pool(self, sequence_output: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """The masked mean (`sentence_pooling="mean"`) or the first attended position's state (otherwise)."""
+        pooling = self.config.sentence_pooling
         if pooling == "mean":
             if attention_mask is None:
                 return sequence_output.mean(dim=1)
@@ -275,10 +330,45 @@ class MultiTaskModel(MultiTaskPreTrainedModel):
 
     def check_labels_match(self, tasks: list) -> None:
         """Raises if `tasks` (from data or flags) disagree with this model's tasks, label for label."""
-        mine = {task.name: task.labels for task in self.config.task_specs}
+        mine = {task.name: task.labels for task in self.task_specs}
         theirs = {task.name: task.labels for task in tasks}
         if mine != theirs:
             raise HfMtlError(f"the model's tasks and labels {mine} differ from the requested ones {theirs}")
+
+
+def encoder_layers(encoder: PreTrainedModel) -> nn.ModuleList:
+    """The encoder's stack of transformer layers (`encoder.layer` in BERT, RoBERTa, ELECTRA, DeBERTa;
+    `transformer.layer` in DistilBERT): the `ModuleList` named `layer` or `layers`."""
+    for name, module in encoder.named_modules():
+        if isinstance(module, nn.ModuleList) and name.split(".")[-1] in ("layer", "layers") and len(module):
+            return module
+    raise HfMtlError(
+        f"task_specific_layers: the {encoder.config.model_type} encoder has no list of layers named `layer` (ALBERT "
+        "shares one layer's weights across its depth); use task_specific_layers=0"
+    )
+
+
+def _keep_layer_inputs(module: nn.Module, args: tuple, kwargs: dict) -> None:
+    """A forward pre-hook on the last shared layer: keeps what the encoder passes it, for the task layers."""
+    module.__dict__["_hf_mtl_layer_inputs"] = (args, kwargs)
+
+
+def split_task_layers(encoder: PreTrainedModel, num_layers: int, tasks: list[TaskSpec]) -> nn.ModuleDict:
+    """Moves the encoder's top `num_layers` layers out of it and gives every task its own copy (the first task the
+    layers themselves, the others deep copies), so that the shared encoder ends below them. Empty when
+    `num_layers` is 0."""
+    if not num_layers:
+        return nn.ModuleDict()
+    layers = encoder_layers(encoder)
+    if num_layers >= len(layers):
+        raise HfMtlError(
+            f"task_specific_layers={num_layers} leaves no shared layer: the encoder has {len(layers)} layers"
+        )
+    top = nn.ModuleList(layers[len(layers) - num_layers :])
+    for _ in range(num_layers):
+        del layers[len(layers) - 1]
+    layers[-1].register_forward_pre_hook(_keep_layer_inputs, with_kwargs=True)
+    return nn.ModuleDict({task.name: top if i == 0 else copy.deepcopy(top) for i, task in enumerate(tasks)})
 
 
 def drop_pooler(encoder: PreTrainedModel) -> None:

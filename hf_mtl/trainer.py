@@ -15,10 +15,10 @@ from transformers.trainer_utils import PredictionOutput, has_length
 
 from .cpu import threads_per_process
 from .data.collator import MultiTaskDataCollator
-from .data.sampling import ShuffledLengthGroupedSampler
+from .data.sampling import ShuffledLengthGroupedSampler, TaskHomogeneousSampler, task_groups
 from .errors import HfMtlError
 from .heads import IGNORE_INDEX
-from .loss_weighting import LossWeighting, dwa_weights, mean_pairwise_cosine, pcgrad_project
+from .loss_weighting import LossWeighting, balance_weights, dwa_weights, mean_pairwise_cosine, pcgrad_project
 from .metrics import best_per_task, merge_dataset_metrics
 from .model_card import ModelCardInputs, build_model_card, library_versions, non_default_arguments
 from .packaged_encoder import hub_id_of
@@ -26,15 +26,16 @@ from .plots import plot_training_curves
 
 
 class _TaskLossMeter:
-    """Sums of each task's loss and the number of batches that labelled it, for one logging window."""
+    """Sums of each task's loss and the number of steps that labelled it, for one logging window (tensors or
+    floats: nothing is read out each step)."""
 
     def __init__(self):
-        self.sums: dict[str, float] = {}
-        self.counts: dict[str, int] = {}
+        self.sums: dict[str, torch.Tensor | float] = {}
+        self.counts: dict[str, torch.Tensor | float] = {}
 
-    def add(self, task: str, loss: float) -> None:
-        self.sums[task] = self.sums.get(task, 0.0) + loss
-        self.counts[task] = self.counts.get(task, 0) + 1
+    def add(self, task: str, total: torch.Tensor | float, count: torch.Tensor | float = 1.0) -> None:
+        self.sums[task] = self.sums.get(task, 0.0) + total
+        self.counts[task] = self.counts.get(task, 0.0) + count
 
     def reset(self) -> None:
         self.sums.clear()
@@ -53,10 +54,15 @@ class MultiTaskTrainer(Trainer):
       default) the Trainer would also group evaluation batches by length, which returns predictions shuffled;
     - sets this process's intra-op threads (`args.torch_num_threads`, or a share of the cores per process when
       several train on one machine);
-    - logs each task's loss: `sentiment_loss`, `ner_loss` in training (averaged over the logging window) and
-      `eval_sentiment_loss`, `eval_ner_loss` in evaluation (averaged over the evaluation set), each summed and
-      counted across processes before averaging. A batch that labels no position of a task does not count for
-      that task's average.
+    - normalises each task's loss over the whole optimizer step, as transformers does for a causal LM under
+      gradient accumulation: each task's summed cross-entropy is divided by that task's labelled positions over
+      every micro-batch of the step and every process (`num_items_in_batch`, a dict per task), so that a step's
+      gradient is that of one pooled batch whatever the accumulation or the number of processes;
+    - logs each task's loss: `sentiment_loss`, `ner_loss` in training (the mean of the task's step losses over
+      the logging window) and `eval_sentiment_loss`, `eval_ner_loss` in evaluation (averaged over the evaluation
+      batches), each summed and counted across processes before averaging. A step that labels no position of a
+      task does not count for that task's average;
+    - gives the heads their own learning rate when `args.head_learning_rate` is set.
     """
 
     def __init__(self, model=None, args=None, data_collator=None, processing_class=None, **kwargs):
@@ -76,7 +82,9 @@ class MultiTaskTrainer(Trainer):
         super().__init__(
             model=model, args=args, data_collator=data_collator, processing_class=processing_class, **kwargs
         )
-        config = self.accelerator.unwrap_model(self.model).config
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        config = unwrapped.config
+        self.task_specs = list(unwrapped.task_specs)
         if self.args.label_names is None:
             self.label_names = list(config.label_names)
         self._task_losses = {"train": _TaskLossMeter(), "eval": _TaskLossMeter()}
@@ -89,12 +97,15 @@ class MultiTaskTrainer(Trainer):
                 f"{config.loss_weighting!r}; uncertainty weighting needs MultiTaskConfig(loss_weighting='uncertainty')"
             )
         self._window_history: list[dict[str, float]] = []  # per-task window means, for DWA
-        self._dwa = {task.name: 1.0 for task in config.task_specs}
+        # Dynamic factors on the config weights: DWA's, or grad_balance's (from `_grad_norms`, running means).
+        self._dwa = {task.name: 1.0 for task in self.task_specs}
+        self._grad_norms: dict[str, float] = {}
         self._pcgrad_generator = torch.Generator().manual_seed(self.args.seed)
         self.final_metrics: dict[str, float] = {}  # the last evaluate / predict results, for the model card
 
     def _get_train_sampler(self, train_dataset=None) -> torch.utils.data.Sampler | None:
-        if self.args.train_sampling_strategy != "group_by_length":
+        per_task = getattr(self.args, "batch_composition", "mixed") == "per_task"
+        if self.args.train_sampling_strategy != "group_by_length" and not per_task:
             return super()._get_train_sampler(train_dataset)
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         # The Trainer drops the columns the model does not take (`length` among them) before it asks for a
@@ -102,7 +113,12 @@ class MultiTaskTrainer(Trainer):
         original = self.train_dataset
         if original is not None and has_length(dataset) and has_length(original) and len(original) == len(dataset):
             dataset = original
-        lengths = self._row_lengths(dataset)
+        lengths = self._row_lengths(dataset) if self.args.train_sampling_strategy == "group_by_length" else None
+        if per_task:
+            if not has_length(dataset):
+                raise HfMtlError("--batch_composition per_task needs a map-style training set (not a stream)")
+            columns = {task.label_key: dataset[task.label_key] for task in self.task_specs}
+            return TaskHomogeneousSampler(task_groups(columns), self.args.train_batch_size, lengths)
         if lengths is None:
             return super()._get_train_sampler(train_dataset)
         batch_size = self.args.train_batch_size * self.args.gradient_accumulation_steps
@@ -123,6 +139,44 @@ class MultiTaskTrainer(Trainer):
             return None
         return SequentialSampler(eval_dataset)
 
+    def _get_num_items_in_batch(self, batch_samples: list, device: torch.device) -> dict[str, torch.Tensor] | None:
+        """Each task's labelled positions over the micro-batches of one optimizer step (and over every process, with
+        `average_tokens_across_devices`): the denominators of the tasks' losses."""
+        if not batch_samples:
+            return None
+        keys = [(task.name, task.label_key) for task in self.task_specs]
+        counts = torch.stack(
+            [
+                sum(
+                    (batch[key] != IGNORE_INDEX).sum() if batch.get(key) is not None else torch.tensor(0)
+                    for batch in batch_samples
+                )
+                for _, key in keys
+            ]
+        ).to(device)
+        if self.args.average_tokens_across_devices and self.args.world_size > 1:
+            counts = self.accelerator.gather(counts).reshape(-1, len(keys)).sum(dim=0)
+        return {name: count for (name, _), count in zip(keys, counts)}
+
+    def create_optimizer(self, model=None) -> torch.optim.Optimizer:
+        """The Trainer's optimizer; with `args.head_learning_rate`, the heads' parameters in groups of their own
+        with that learning rate (weight decay as the Trainer sets it), scheduled like the others."""
+        optimizer = super().create_optimizer(model)
+        head_lr = getattr(self.args, "head_learning_rate", None)
+        if head_lr is None:
+            return optimizer
+        unwrapped = self.accelerator.unwrap_model(self.model if model is None else model)
+        heads = {id(p) for p in unwrapped.heads.parameters()}
+        for group in list(optimizer.param_groups):
+            moved = [p for p in group["params"] if id(p) in heads]
+            if moved:
+                group["params"] = [p for p in group["params"] if id(p) not in heads]
+                optimizer.add_param_group(
+                    {**{k: v for k, v in group.items() if k != "params"}, "params": moved, "lr": head_lr}
+                )
+        optimizer.param_groups[:] = [group for group in optimizer.param_groups if group["params"]]
+        return optimizer
+
     def compute_loss(
         self,
         model: nn.Module,
@@ -134,14 +188,18 @@ class MultiTaskTrainer(Trainer):
             # Applied by each head to its own labels: the Trainer's label smoother only knows a single `labels` key.
             inputs = {**inputs, "label_smoothing": self.args.label_smoothing_factor}
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
-        if model.training and self.weighting == LossWeighting.DWA:
-            weights = {t.name: t.weight for t in self.accelerator.unwrap_model(model).config.task_specs}
+        if model.training and self.weighting in (LossWeighting.DWA, LossWeighting.GRAD_BALANCE):
+            weights = {t.name: t.weight for t in self.task_specs}
             loss = sum(self._dwa[t] * weights[t] * task_loss for t, task_loss in outputs["task_losses"].items())
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                loss = loss * self.accelerator.num_processes  # as the Trainer scales the model's loss
         meter = self._task_losses["train" if model.training else "eval"]
         for task, task_loss in (outputs.get("task_losses") or {}).items():
-            labels = inputs.get(f"{task}_labels")
-            if labels is not None and bool((labels != IGNORE_INDEX).any()):
-                meter.add(task, task_loss.detach().item())
+            labelled = (inputs[f"{task}_labels"] != IGNORE_INDEX).sum()
+            denominator = num_items_in_batch.get(task) if num_items_in_batch else None
+            denominator = (labelled if denominator is None else denominator).clamp(min=1)
+            # The step's loss of the task comes in parts, one per micro-batch: together they count as one step.
+            meter.add(task, task_loss.detach(), labelled / denominator)
         return (loss, outputs) if return_outputs else loss
 
     def training_step(self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch=None) -> torch.Tensor:
@@ -149,7 +207,10 @@ class MultiTaskTrainer(Trainer):
         cosine between the tasks' gradients on the shared encoder: there each task gets its own backward pass."""
         logging_step = (self.state.global_step + 1) % max(int(self.args.logging_steps), 1) == 0
         cosine = getattr(self.args, "log_grad_cosine", False) and logging_step
-        if self.weighting != LossWeighting.PCGRAD and not cosine:
+        balance_step = (
+            self.weighting == LossWeighting.GRAD_BALANCE and self.state.global_step % self.args.grad_balance_steps == 0
+        )
+        if self.weighting != LossWeighting.PCGRAD and not cosine and not balance_step:
             return super().training_step(model, inputs, num_items_in_batch)
         model.train()
         inputs = self._prepare_inputs(inputs)
@@ -157,10 +218,11 @@ class MultiTaskTrainer(Trainer):
             loss, outputs = self.compute_loss(
                 model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch
             )
-        scale = 1.0 / self.current_gradient_accumulation_steps
+        # Normalised over the whole step (`num_items_in_batch`): no further division by the accumulation steps.
+        scale = 1.0 if num_items_in_batch is not None else 1.0 / self.current_gradient_accumulation_steps
         unwrapped = self.accelerator.unwrap_model(model)
         shared = all_shared = [p for p in unwrapped.encoder.parameters() if p.requires_grad]
-        weights = {t.name: t.weight for t in unwrapped.config.task_specs}
+        weights = {t.name: t.weight for t in self.task_specs}
         present = [t for t in outputs["task_losses"] if bool((inputs[f"{t}_labels"] != IGNORE_INDEX).any())]
         per_task = [
             torch.autograd.grad(weights[t] * outputs["task_losses"][t], shared, retain_graph=True, allow_unused=True)
@@ -182,6 +244,10 @@ class MultiTaskTrainer(Trainer):
         ]
         if cosine and len(gradients) > 1:
             self._diagnostics.add("grad_cosine", mean_pairwise_cosine(gradients))
+        if balance_step:
+            self._update_grad_balance(
+                {t: float(g.norm()) / weights[t] for t, g in zip(present, gradients) if weights[t]}
+            )
         if self.weighting != LossWeighting.PCGRAD or len(gradients) < 2:
             self.accelerator.backward(loss * scale)
             return loss.detach() * scale
@@ -196,15 +262,27 @@ class MultiTaskTrainer(Trainer):
         self.accelerator.backward(surrogate * scale)
         return loss.detach() * scale
 
+    def _update_grad_balance(self, norms: dict[str, float], momentum: float = 0.9) -> None:
+        """Folds this step's per-task gradient norms (of the unweighted losses) into their running means, then sets
+        the dynamic weights to `mean(n) / n_t`. The first measurement of a task is taken as it is."""
+        for task, norm in norms.items():
+            previous = self._grad_norms.get(task)
+            self._grad_norms[task] = norm if previous is None else momentum * previous + (1 - momentum) * norm
+        if self.args.world_size > 1:
+            tasks = sorted(self._grad_norms)
+            values = torch.tensor([self._grad_norms[t] for t in tasks], device=self.args.device)
+            values = self.accelerator.reduce(values, reduction="mean")
+            self._grad_norms = dict(zip(tasks, values.tolist()))
+        factors = balance_weights(self._grad_norms)
+        self._dwa = {task: factors.get(task, 1.0) for task in self._dwa}
+
     def _reduce_task_losses(self, mode: str) -> dict[str, float]:
         """Averages the window's task losses over every process (sum of sums / sum of counts), then resets."""
-        meter = self._task_losses[mode]
-        tasks = [task.name for task in self.accelerator.unwrap_model(self.model).config.task_specs]
-        return self._reduce(meter, tasks)
+        return self._reduce(self._task_losses[mode], [task.name for task in self.task_specs])
 
     def _reduce(self, meter: _TaskLossMeter, tasks: list[str]) -> dict[str, float]:
         totals = torch.tensor(
-            [[meter.sums.get(task, 0.0), float(meter.counts.get(task, 0))] for task in tasks],
+            [[float(meter.sums.get(task, 0.0)), float(meter.counts.get(task, 0.0))] for task in tasks],
             dtype=torch.float64,
             device=self.args.device,
         )
@@ -229,7 +307,7 @@ class MultiTaskTrainer(Trainer):
     def current_task_weights(self) -> dict[str, float]:
         """The weight each task's loss has now: static, learned (uncertainty) or dynamic (DWA)."""
         weights = self.accelerator.unwrap_model(self.model).task_weights()
-        if self.weighting == LossWeighting.DWA:
+        if self.weighting in (LossWeighting.DWA, LossWeighting.GRAD_BALANCE):
             weights = {task: weight * self._dwa[task] for task, weight in weights.items()}
         return weights
 

@@ -84,8 +84,18 @@ def test_quality_benchmark_quick(tmp_path):
     output = tmp_path / "quality.json"
     result = run_quick_benchmark("quality.py", output)
     results = json.loads(output.read_text())
-    assert {row["run"] for row in results["runs"]} == {"single_sentiment", "single_ner", "multi_task"}
-    assert set(results["mixing"]) == {"proportional", "temperature_2", "equal"}
-    assert "sst2_dev_accuracy" not in results["summary"]["single_ner"]
-    assert 0 <= results["summary"]["multi_task"]["sst2_dev_accuracy"]["mean"] <= 1
-    assert "| multi_task |" in result.stdout
+    # The jointly labelled corpus: (a) plain and (b) hf_mtl single-task per task, (d) multi-task.
+    assert set(results["runs"]) == {
+        "absa/plain/sentiment/seed0", "absa/plain/aspects/seed0", "absa/single/sentiment/seed0",
+        "absa/single/aspects/seed0", "absa/multi/seed0",
+    }  # fmt: skip
+    multi = results["runs"]["absa/multi/seed0"]
+    assert multi["train_examples"] == 48 and 0 <= multi["aspects_test"] <= 1 and 0 <= multi["sentiment_test"] <= 1
+    assert "aspects_dev" not in results["runs"]["absa/plain/sentiment/seed0"]
+    target = results["targets"]["absa"]["aspects"]
+    plain = results["runs"]["absa/plain/aspects/seed0"]
+    assert target["multi_minus_plain_test_points"] == round(100 * (multi["aspects_test"] - plain["aspects_test"]), 2)
+    assert "| multi |" in result.stdout
+    # Resumable: a rerun into the same file trains nothing and reports the same runs.
+    again = run_quick_benchmark("quality.py", output)
+    assert json.loads(output.read_text())["runs"] == results["runs"] and "process_seconds" not in again.stdout

@@ -1,0 +1,242 @@
+"""Per-optimizer-step loss normalisation, task-specific top layers (partial sharing) and the heads' learning rate,
+each against an independent computation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from datasets import Dataset
+from torch.nn import functional as F
+from transformers import AlbertConfig, BertConfig, BertModel, BertTokenizerFast
+
+from hf_mtl import MultiTaskConfig, MultiTaskModel, MultiTaskTrainer
+from hf_mtl.arguments import MultiTaskTrainingArguments
+from hf_mtl.data.collator import MultiTaskDataCollator
+from hf_mtl.data.sampling import TaskHomogeneousSampler, task_groups
+from hf_mtl.errors import HfMtlError
+from hf_mtl.loss_weighting import balance_weights
+
+NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+
+
+def _rows(tokenizer) -> list[dict]:
+    """Four rows whose labelled positions differ a lot per task: the pooled and the per-batch means differ."""
+    texts = ["anna visited paris", "a dull film", "the film was good and anna liked it", "paris"]
+    sentiment = [1, -100, 0, -100]
+    rows = []
+    for text, label in zip(texts, sentiment):
+        ids = tokenizer(text)["input_ids"]
+        ner = [-100] * len(ids)
+        if text.startswith("anna"):
+            ner[1:4] = [1, 0, 3]
+        if text == "paris":
+            ner[1] = 3
+        rows.append({"input_ids": ids, "attention_mask": [1] * len(ids), "sentiment_labels": label, "ner_labels": ner})
+    return rows
+
+
+def _pooled_loss(model: MultiTaskModel, rows: list[dict], tokenizer) -> torch.Tensor:
+    """Σ_t w_t (Σ cross-entropy over the step's labelled positions of t) / (their number), from the logits."""
+    batch = tokenizer.pad([{k: r[k] for k in ("input_ids", "attention_mask")} for r in rows], return_tensors="pt")
+    width = batch["input_ids"].shape[1]
+    ner = torch.tensor([r["ner_labels"] + [-100] * (width - len(r["ner_labels"])) for r in rows])
+    sentiment = torch.tensor([r["sentiment_labels"] for r in rows])
+    logits = model(**batch).logits
+    total = 0.0
+    for name, labels in (("sentiment", sentiment), ("ner", ner)):
+        flat = logits[name].reshape(-1, logits[name].shape[-1])
+        total = (
+            total
+            + F.cross_entropy(flat, labels.reshape(-1), ignore_index=-100, reduction="sum") / (labels != -100).sum()
+        )
+    return total
+
+
+def test_gradient_accumulation_gives_the_loss_and_gradient_of_the_pooled_batch(tiny_dir, tokenizer, tmp_path):
+    torch.manual_seed(0)
+    model = MultiTaskModel.from_encoder(str(tiny_dir), encoder_kwargs=NO_DROPOUT, classifier_dropout=0.0)
+    rows = _rows(tokenizer)
+    # Independently: one pooled batch of the 4 rows.
+    model.zero_grad()
+    expected_loss = _pooled_loss(model, rows, tokenizer)
+    expected_loss.backward()
+    expected_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+
+    args = MultiTaskTrainingArguments(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=2,
+        gradient_accumulation_steps=2,
+        train_sampling_strategy="sequential",
+        report_to="none",
+    )
+    trainer = MultiTaskTrainer(model, args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
+    iterator = iter(trainer.get_train_dataloader())
+    micro_batches, num_items = trainer.get_batch_samples(iterator, 2, args.device)
+    # Sentiment labels rows 0 and 2; NER labels 3 tokens of row 0 and 1 of row 3: counted over the whole step.
+    assert {task: int(count) for task, count in num_items.items()} == {"sentiment": 2, "ner": 4}
+    step_loss = sum(trainer.training_step(model, batch, num_items) for batch in micro_batches)
+    torch.testing.assert_close(step_loss, expected_loss.detach())
+    for name, grad in expected_grads.items():
+        torch.testing.assert_close(dict(model.named_parameters())[name].grad, grad, msg=name)
+    # Averaging each micro-batch's means would not: the first micro-batch holds 3 of the 4 NER positions.
+    with torch.no_grad():
+        per_batch_means = sum(model(**batch).loss for batch in micro_batches) / 2
+    assert abs(per_batch_means.item() - expected_loss.item()) > 1e-2
+
+
+def _tiny_config(**kwargs) -> MultiTaskConfig:
+    encoder = BertConfig(
+        vocab_size=100, hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=37, **NO_DROPOUT
+    )
+    return MultiTaskConfig(encoder=encoder, **kwargs)
+
+
+def test_task_layers_compute_what_a_full_encoder_with_that_task_top_layer_computes(tmp_path):
+    torch.manual_seed(0)
+    model = MultiTaskModel(_tiny_config(task_specific_layers=1)).eval()
+    assert len(model.encoder.encoder.layer) == 2 and {k: len(v) for k, v in model.task_layers.items()} == {
+        "sentiment": 1,
+        "ner": 1,
+    }
+    ids = torch.randint(5, 100, (3, 7))
+    mask = torch.ones_like(ids)
+    mask[0, 5:] = 0
+    outputs = model(input_ids=ids, attention_mask=mask)
+    full = BertModel(model.config.encoder).eval()
+    for task in ("sentiment", "ner"):
+        weights = dict(model.encoder.state_dict())
+        weights.update({f"encoder.layer.2.{k[2:]}": v for k, v in model.task_layers[task].state_dict().items()})
+        full.load_state_dict(weights)
+        reference = full(input_ids=ids, attention_mask=mask)
+        expected = model.heads[task](reference.last_hidden_state, reference.pooler_output)
+        torch.testing.assert_close(outputs.logits[task], expected)
+    # The copies are separate parameters, and a save / load round trip keeps them.
+    assert model.task_layers["ner"][0].output.dense.weight is not model.task_layers["sentiment"][0].output.dense.weight
+    model.save_pretrained(tmp_path)
+    reloaded = MultiTaskModel.from_pretrained(tmp_path).eval()
+    assert reloaded.config.task_specific_layers == 1
+    again = reloaded(input_ids=ids, attention_mask=mask)
+    for task in ("sentiment", "ner"):
+        torch.testing.assert_close(again.logits[task], outputs.logits[task])
+
+
+def test_task_layers_start_from_the_pretrained_top_layers(tiny_dir):
+    model = MultiTaskModel.from_encoder(str(tiny_dir), task_specific_layers=1)
+    pretrained = BertModel.from_pretrained(tiny_dir).encoder.layer[1].state_dict()
+    assert len(model.encoder.encoder.layer) == 1
+    for task in ("sentiment", "ner"):
+        for key, value in model.task_layers[task][0].state_dict().items():
+            torch.testing.assert_close(value, pretrained[key], msg=f"{task}: {key}")
+
+
+def test_a_training_batch_without_a_task_skips_its_layers_and_gives_it_no_gradient():
+    torch.manual_seed(0)
+    model = MultiTaskModel(_tiny_config(task_specific_layers=1)).train()
+    ids = torch.randint(5, 100, (2, 6))
+    outputs = model(input_ids=ids, sentiment_labels=torch.tensor([0, 1]), ner_labels=torch.full((2, 6), -100))
+    assert set(outputs.logits) == {"sentiment"} and outputs.task_losses["ner"].item() == 0.0
+    outputs.loss.backward()
+    assert all(p.grad is None for p in model.task_layers["ner"].parameters())
+    assert all(p.grad is not None for p in model.task_layers["sentiment"].parameters())
+
+
+def test_task_layers_refuse_a_depth_that_leaves_nothing_shared_and_albert():
+    with pytest.raises(HfMtlError, match="leaves no shared layer: the encoder has 3 layers"):
+        MultiTaskModel(_tiny_config(task_specific_layers=3))
+    with pytest.raises(HfMtlError, match="task_specific_layers must be an integer >= 0"):
+        _tiny_config(task_specific_layers=-1)
+    albert = AlbertConfig(
+        vocab_size=100, embedding_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=2
+    )
+    with pytest.raises(HfMtlError, match="albert encoder has no list of layers"):
+        MultiTaskModel(MultiTaskConfig(encoder=albert, task_specific_layers=1))
+
+
+def test_head_learning_rate_puts_exactly_the_heads_in_their_own_groups(tmp_path):
+    model = MultiTaskModel(_tiny_config())
+    args = MultiTaskTrainingArguments(
+        output_dir=str(tmp_path), learning_rate=1e-4, head_learning_rate=1e-3, weight_decay=0.01, report_to="none"
+    )
+    trainer = MultiTaskTrainer(model, args)
+    optimizer = trainer.create_optimizer()
+    heads = {id(p) for p in model.heads.parameters()}
+    by_lr = {}
+    for group in optimizer.param_groups:
+        by_lr.setdefault(group["lr"], set()).update(id(p) for p in group["params"])
+    assert by_lr[1e-3] == heads
+    assert by_lr[1e-4] == {id(p) for p in model.parameters()} - heads
+    # Weight decay stays as the Trainer sets it: on the heads' weights, not on their biases.
+    decays = {id(p): g["weight_decay"] for g in optimizer.param_groups for p in g["params"]}
+    assert decays[id(model.heads["ner"].classifier.weight)] == 0.01
+    assert decays[id(model.heads["ner"].classifier.bias)] == 0.0
+    with pytest.raises(HfMtlError, match="--head_learning_rate must be positive"):
+        MultiTaskTrainingArguments(output_dir=str(tmp_path), head_learning_rate=0.0)
+
+
+def test_task_groups_follow_which_tasks_a_row_labels():
+    columns = {"sentiment_labels": [1, -100, 0, -100, 1], "ner_labels": [[-100], [0, 3], [1], [-100, -100], [-100]]}
+    assert task_groups(columns) == [0, 1, 2, 3, 0]
+
+
+def test_per_task_batches_hold_one_group_each_and_every_row(tmp_path):
+    groups = [0] * 7 + [1] * 4 + [2]
+    lengths = list(range(12))
+    sampler = TaskHomogeneousSampler(groups, batch_size=3, lengths=lengths, generator=torch.Generator().manual_seed(0))
+    order = list(sampler)
+    assert len(order) == len(sampler) == 9 + 6 + 3  # each group filled up to whole batches
+    batches = [order[i : i + 3] for i in range(0, len(order), 3)]
+    assert all(len({groups[i] for i in batch}) == 1 for batch in batches)
+    assert set(order) == set(range(12))
+    assert sorted(groups[batch[0]] for batch in batches) == [0, 0, 0, 1, 1, 2]
+    assert list(sampler) != order  # a new epoch, a new order
+
+    # Through the Trainer: every DataLoader batch of a mixed two-corpus set labels one task only.
+    rows = [{"input_ids": [2, 5 + i, 3], "sentiment_labels": i % 2, "ner_labels": [-100] * 3} for i in range(5)]
+    rows += [{"input_ids": [2, 6, 7, 3], "sentiment_labels": -100, "ner_labels": [-100, 0, 1, -100]}] * 3
+    model = MultiTaskModel(_tiny_config())
+    args = MultiTaskTrainingArguments(
+        output_dir=str(tmp_path), per_device_train_batch_size=2, batch_composition="per_task", report_to="none"
+    )
+    tokenizer = BertTokenizerFast(
+        vocab={t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]"] + list("abcd"))}
+    )
+    trainer = MultiTaskTrainer(model, args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
+    for batch in trainer.get_train_dataloader():
+        has_sentiment = bool((batch["sentiment_labels"] != -100).any())
+        has_ner = bool((batch["ner_labels"] != -100).any())
+        assert has_sentiment != has_ner
+
+
+def test_balance_weights_give_every_task_the_mean_gradient_norm():
+    assert balance_weights({"a": 1.0, "b": 3.0}) == {"a": 2.0, "b": 2.0 / 3.0}
+    assert balance_weights({"a": 2.0, "b": 2.0}) == {"a": 1.0, "b": 1.0}
+    assert balance_weights({"a": 0.0, "b": 2.0}) == {"a": 1.0, "b": 1.0}
+
+
+def test_grad_balance_measures_each_task_gradient_norm_on_the_encoder(tiny_dir, tokenizer, tmp_path):
+    torch.manual_seed(0)
+    model = MultiTaskModel.from_encoder(str(tiny_dir), encoder_kwargs=NO_DROPOUT, classifier_dropout=0.0)
+    rows = _rows(tokenizer)
+    batch = MultiTaskDataCollator(tokenizer, ["ner_labels"])(rows)
+    outputs = model(**batch)
+    encoder = [p for p in model.encoder.parameters()]
+    expected = {}
+    for task in ("sentiment", "ner"):
+        grads = torch.autograd.grad(outputs.task_losses[task], encoder, retain_graph=True, allow_unused=True)
+        expected[task] = float(torch.cat([g.reshape(-1) for g in grads if g is not None]).norm())
+    args = MultiTaskTrainingArguments(
+        output_dir=str(tmp_path), loss_weighting="grad_balance", grad_balance_steps=1, report_to="none"
+    )
+    trainer = MultiTaskTrainer(model, args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
+    trainer.training_step(model, batch, trainer._get_num_items_in_batch([batch], args.device))
+    assert trainer._grad_norms == pytest.approx(expected, rel=1e-5)
+    mean = (expected["sentiment"] + expected["ner"]) / 2
+    weights = trainer.current_task_weights()
+    assert weights == pytest.approx({task: mean / norm for task, norm in expected.items()}, rel=1e-5)
+    # The next step's loss uses them: w_s L_s + w_n L_n.
+    loss = trainer.compute_loss(model, batch)
+    expected_loss = sum(weights[t] * outputs.task_losses[t] for t in ("sentiment", "ner"))
+    torch.testing.assert_close(loss, expected_loss.detach(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(HfMtlError, match="--grad_balance_steps must be at least 1"):
+        MultiTaskTrainingArguments(output_dir=str(tmp_path), grad_balance_steps=0)
