@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quality import DATA, finish  # noqa: E402
+from common import DATA, finish  # noqa: E402
 
 
 def real_sentences(count: int) -> list[str]:

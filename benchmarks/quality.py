@@ -1,291 +1,548 @@
 #!/usr/bin/env python
-"""Does one multi-task model do as well as two single-task models, for less compute?
+"""Is one multi-task model as good as two single-task models, at convergence and on the same examples?
 
-Runs `run_mtl.py configs/sst2_wnut17.yaml` on the real corpora in ../shared/data with the packaged MiniLM:
-(a) single-task sentiment (`--only_tasks sentiment`: SST-2 only), (b) single-task NER (`--only_tasks ner`:
-WNUT-17 only), (c) multi-task on both, each over several seeds with the same encoder, hyperparameters and number
-of optimizer steps; then (c) again with each mixing strategy (proportional, temperature T=2, equal) for one seed.
-Reports SST-2 dev accuracy, WNUT-17 dev and test entity F1 and training wall time, mean and std over seeds.
+Three settings, all with the packaged MiniLM, batch 32, learning rate 5e-5, fp32 and a fixed number of epochs per
+setting, chosen once so that every single-task run reaches its dev plateau (each run's per-epoch dev curve is
+recorded, so the plateau can be checked):
+- `sst2_wnut17`: an SST-2 subset (4,000 train rows drawn once with seed 0; dev: 872 other train rows; test: the
+  official dev set, 872 rows) and WNUT-17 (3,394 / 1,009 / 1,287);
+- `sst2_btc`: the same SST-2 subset and the Broad Twitter Corpus (3,000 train tweets drawn once; dev 1,001; test
+  2,001);
+- `absa`: SemEval-2014 restaurants, every sentence labelled for aspect terms and a 3-way sentiment (2,339 train /
+  260 dev, drawn once from the train file / 697 test).
+The subsets are written to `--workdir`, never into the repository.
 
-    python benchmarks/quality.py            # the full run (about 45 minutes on 2 cores), updates docs/BENCHMARKS.md
-    python benchmarks/quality.py --quick    # a smoke version on the same data, a few minutes
+Runs, each per seed (the rows of the ablation table):
+- `plain` (a): the plain `Trainer` with `AutoModelFor{Sequence,Token}Classification` on one task's corpus;
+- `single` (b): hf_mtl single-task (`--only_tasks`) with hf_mtl's defaults;
+- `single_random` (c): (b) with the plain Trainer's sampling (`--train_sampling_strategy random`);
+- `multi` (d): hf_mtl multi-task with its defaults; proportional mixing, so every corpus is seen as many times as
+  in its single-task runs (example-matched);
+- `multi+<change>` (e): (d) with one candidate change (`CANDIDATES`).
+Training time excludes the per-epoch evaluations. Every finished run is written to the results file at once, and a
+rerun skips the runs recorded there (the benchmark is resumable).
+
+    python benchmarks/quality.py                                   # (a), (b), (d): every setting, seeds 0 1 2
+    python benchmarks/quality.py --runs single_random multi+per_task --seeds 0   # more rows, resumed into the file
+    python benchmarks/quality.py --quick                           # smoke version, a minute or two
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import random
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
-CONFIG = "configs/sst2_wnut17.yaml"
-NEEDED = [
-    "sst2_glue/train.tsv",
-    "sst2_glue/dev.tsv",
-    "wnut17/wnut17train.conll",
-    "wnut17/emerging.dev.conll",
-    "wnut17/emerging.test.annotated",
-]
-METRICS = {
-    "sst2_dev_accuracy": "eval_sentiment_accuracy",
-    "wnut17_dev_f1": "eval_ner_f1",
-    "wnut17_test_f1": "test_ner_f1",
-    "train_seconds": "train_runtime",
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import DATA, ROOT, fmt, run, save_results, summarise  # noqa: E402
+
+MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+HYPERPARAMETERS = {"learning_rate": 5e-5, "per_device_train_batch_size": 32, "per_device_eval_batch_size": 64}
+WNUT_TAGS = ["O"] + [f"{p}-{t}" for t in ("person", "location", "corporation", "product", "creative-work", "group")
+                     for p in ("B", "I")]  # fmt: skip
+BTC_TAGS = ["O"] + [f"{p}-{t}" for t in ("PER", "LOC", "ORG") for p in ("B", "I")]
+SST2 = {
+    "name": "sst2",
+    "train_file": "{work}/sst2_train.tsv",
+    "validation_file": "{work}/sst2_dev.tsv",
+    "test_file": "{data}/sst2_glue/dev.tsv",
+    "text_column": "sentence",
+    "label_columns": {"sentiment": "label"},
+    "label_maps": {"sentiment": {"0": "negative", "1": "positive"}},
 }
-RUNS = {
-    "single_sentiment": ["--only_tasks", "sentiment", "--do_predict", "false"],
-    "single_ner": ["--only_tasks", "ner"],
-    "multi_task": [],
+SENTIMENT = {"name": "sentiment", "kind": "sequence_classification", "labels": ["negative", "positive"]}
+
+
+@dataclass
+class Setting:
+    """One benchmark setting: its tasks, corpora (paths with `{work}` / `{data}`), epochs and needed files."""
+
+    tasks: list[dict]
+    datasets: list[dict]
+    epochs: int
+    needed: list[str] = field(default_factory=list)
+
+
+SETTINGS = {
+    "sst2_wnut17": Setting(
+        tasks=[SENTIMENT, {"name": "ner", "kind": "token_classification", "labels": WNUT_TAGS}],
+        datasets=[
+            SST2,
+            {
+                "name": "wnut17",
+                "format": "conll",
+                "train_file": "{data}/wnut17/wnut17train.conll",
+                "validation_file": "{data}/wnut17/emerging.dev.conll",
+                "test_file": "{data}/wnut17/emerging.test.annotated",
+                "label_columns": {"ner": "tags"},
+            },
+        ],
+        epochs=4,
+        needed=["sst2_glue/train.tsv", "sst2_glue/dev.tsv", "wnut17/wnut17train.conll"],
+    ),
+    "sst2_btc": Setting(
+        tasks=[SENTIMENT, {"name": "ner", "kind": "token_classification", "labels": BTC_TAGS}],
+        datasets=[
+            SST2,
+            {
+                "name": "btc",
+                "format": "conll",
+                "train_file": "{work}/btc_train.conll",
+                "validation_file": "{data}/broad_twitter_corpus/btc.dev",
+                "test_file": "{data}/broad_twitter_corpus/btc.test",
+                "label_columns": {"ner": "tags"},
+            },
+        ],
+        epochs=4,
+        needed=["sst2_glue/train.tsv", "broad_twitter_corpus/btc.train"],
+    ),
+    "absa": Setting(
+        tasks=[
+            {"name": "sentiment", "kind": "sequence_classification", "labels": ["negative", "neutral", "positive"]},
+            {"name": "aspects", "kind": "token_classification", "labels": ["O", "B-ASP", "I-ASP"]},
+        ],
+        datasets=[
+            {
+                "name": "absa",
+                "train_file": "{work}/absa_train.jsonl",
+                "validation_file": "{work}/absa_dev.jsonl",
+                "test_file": "{data}/semeval14_absa/restaurants_test.jsonl",
+                "tokens_column": "tokens",
+                "label_columns": {"sentiment": "sentiment", "aspects": "aspect_tags"},
+            }
+        ],
+        epochs=5,
+        needed=["semeval14_absa/restaurants_train.jsonl", "semeval14_absa/restaurants_test.jsonl"],
+    ),
 }
-# The speed settings against the previous defaults, on the multi-task run (`--speed_settings`). Each names
-# every setting, so that the CPU's own bf16 default does not decide the comparison.
+# (e): one change each against the defaults. Mixing and batch composition change nothing on one corpus (absa).
+CANDIDATES = {
+    "per_task": ["--batch_composition", "per_task"],
+    "task_layers_2": ["--task_specific_layers", "2"],
+    "head_lr_1e-3": ["--head_learning_rate", "1e-3"],
+    "pooling_mean": ["--sentence_pooling", "mean"],
+    "temperature_2": ["--mixing_strategy", "temperature", "--mixing_temperature", "2"],
+}
+SINGLE_CORPUS_NO_OP = {"per_task", "temperature_2"}
+DEFAULT_RUNS = ["plain", "single", "multi"]
+ALL_RUNS = ["plain", "single", "single_random", "multi", *[f"multi+{name}" for name in CANDIDATES]]
+QUICK_LIMITS = ["--max_train_samples", "48", "--max_eval_samples", "32", "--max_predict_samples", "32"]
+
+
+def prepare_data(work: Path) -> None:
+    """Writes the fixed subsets (seed 0) into `work`: SST-2 train/dev, BTC train, ABSA train/dev."""
+    work.mkdir(parents=True, exist_ok=True)
+    if not (work / "sst2_dev.tsv").is_file():
+        header, *rows = (DATA / "sst2_glue" / "train.tsv").read_text(encoding="utf-8").splitlines()
+        random.Random(0).shuffle(rows)
+        (work / "sst2_train.tsv").write_text("\n".join([header, *rows[:4000]]) + "\n", encoding="utf-8")
+        (work / "sst2_dev.tsv").write_text("\n".join([header, *rows[4000:4872]]) + "\n", encoding="utf-8")
+    if not (work / "btc_train.conll").is_file() and (DATA / "broad_twitter_corpus" / "btc.train").is_file():
+        text = (DATA / "broad_twitter_corpus" / "btc.train").read_text(encoding="utf-8")
+        tweets = [block for block in text.split("\n\n") if block.strip()]
+        random.Random(0).shuffle(tweets)
+        (work / "btc_train.conll").write_text("\n\n".join(tweets[:3000]) + "\n", encoding="utf-8")
+    if not (work / "absa_dev.jsonl").is_file() and (DATA / "semeval14_absa" / "restaurants_train.jsonl").is_file():
+        lines = (DATA / "semeval14_absa" / "restaurants_train.jsonl").read_text(encoding="utf-8").splitlines()
+        order = list(range(len(lines)))
+        random.Random(0).shuffle(order)
+        dev = set(order[:260])
+        train = [line for i, line in enumerate(lines) if i not in dev]
+        (work / "absa_train.jsonl").write_text("\n".join(train) + "\n", encoding="utf-8")
+        (work / "absa_dev.jsonl").write_text("\n".join(lines[i] for i in sorted(dev)) + "\n", encoding="utf-8")
+
+
+def write_config(name: str, setting: Setting, work: Path) -> Path:
+    """The setting's `run_mtl.py` config (YAML), with the benchmark's shared hyperparameters."""
+    import yaml
+
+    datasets = json.loads(json.dumps(setting.datasets).replace("{work}", str(work)).replace("{data}", str(DATA)))
+    config = {
+        "model_name_or_path": MODEL,
+        "tasks": setting.tasks,
+        "datasets": datasets,
+        "mixing_strategy": "proportional",
+        "num_train_epochs": setting.epochs,
+        **HYPERPARAMETERS,
+        "bf16": False,
+        "do_train": True,
+        "do_eval": True,
+        "do_predict": True,
+        "eval_strategy": "epoch",
+        "save_strategy": "no",
+        "logging_steps": 50,
+        "report_to": "none",
+        "disable_tqdm": True,
+        "overwrite_output_dir": True,
+    }
+    path = work / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def primary(task: dict) -> str:
+    return "f1" if task["kind"] == "token_classification" else "accuracy"
+
+
+def read_run(output_dir: Path, tasks: list[dict], epochs: float) -> dict:
+    """Dev and test scores per task, the per-epoch dev curve, the last logged training loss per task, and the
+    training time without the evaluations, from a run's `all_results.json` and `trainer_state.json`."""
+    results = json.loads((output_dir / "all_results.json").read_text())
+    history = json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
+    row: dict = {}
+    for task in tasks:
+        key = f"{task['name']}_{primary(task)}"
+        if f"eval_{key}" not in results:
+            continue
+        row[f"{task['name']}_dev"] = results[f"eval_{key}"]
+        row[f"{task['name']}_test"] = results.get(f"test_{key}")
+        # One value per epoch (the evaluation after training repeats the last epoch's).
+        curve = {entry["epoch"]: entry[f"eval_{key}"] for entry in history if f"eval_{key}" in entry}
+        row[f"{task['name']}_dev_curve"] = list(curve.values())
+        loss_key = f"{task['name']}_loss" if any(f"{task['name']}_loss" in e for e in history) else "loss"
+        losses = [entry[loss_key] for entry in history if loss_key in entry]
+        row[f"{task['name']}_train_loss"] = losses[-1] if losses else None
+    evaluation = sum(entry["eval_runtime"] for entry in history if "eval_runtime" in entry)
+    row["train_seconds"] = round(results["train_runtime"] - evaluation, 1)
+    row["train_examples"] = int(results.get("train_samples", 0) * epochs)
+    return row
+
+
+def run_key(setting: str, run_name: str, task: str | None, seed: int) -> str:
+    return f"{setting}/{run_name}{'/' + task if task else ''}/seed{seed}"
+
+
+def planned_runs(settings: list[str], runs: list[str], seeds: list[int]) -> list[tuple[str, str, str | None, int]]:
+    plan = []
+    for seed in seeds:
+        for name in settings:
+            for run_name in runs:
+                candidate = run_name.split("+", 1)[1] if "+" in run_name else None
+                if candidate in SINGLE_CORPUS_NO_OP and len(SETTINGS[name].datasets) == 1:
+                    continue
+                if run_name in ("plain", "single", "single_random"):
+                    plan += [(name, run_name, task["name"], seed) for task in SETTINGS[name].tasks]
+                else:
+                    plan.append((name, run_name, None, seed))
+    return plan
+
+
+def execute(setting: str, run_name: str, task: str | None, seed: int, config: Path, quick: bool, work: Path) -> dict:
+    """Runs one training in a subprocess (`run_mtl.py`, or this script's `--plain_run`) and reads its results."""
+    output_dir = work / "runs" / run_key(setting, run_name, task, seed).replace("/", "-")
+    epochs = 1 if quick else SETTINGS[setting].epochs
+    common = ["--seed", str(seed), "--num_train_epochs", str(epochs), *(QUICK_LIMITS if quick else [])]
+    if run_name == "plain":
+        command = [sys.executable, __file__, "--plain_run", str(config), task, str(output_dir), *common]
+    else:
+        extra = []
+        if task is not None:
+            extra += ["--only_tasks", task]
+        if run_name == "single_random":
+            extra += ["--train_sampling_strategy", "random"]
+        if "+" in run_name:
+            extra += CANDIDATES[run_name.split("+", 1)[1]]
+        command = [sys.executable, "run_mtl.py", str(config), "--output_dir", str(output_dir), *common, *extra]
+    started = time.perf_counter()
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(
+            f"{run_key(setting, run_name, task, seed)} failed:\n{' '.join(command)}\n{result.stderr[-3000:]}"
+        )
+    row = read_run(output_dir, SETTINGS[setting].tasks, epochs)
+    row.update(
+        setting=setting, run=run_name, task=task, seed=seed, process_seconds=round(time.perf_counter() - started)
+    )
+    shutil.rmtree(output_dir, ignore_errors=True)
+    return row
+
+
+def plain_run(argv: list[str]) -> int:
+    """(a): the plain `Trainer` and `AutoModelFor{Sequence,Token}Classification` on the corpora of one task, with
+    hf_mtl's tokenisation (first sub-token of a word labelled) and scores, so that only the training differs."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("config")
+    parser.add_argument("task")
+    parser.add_argument("output_dir")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--num_train_epochs", type=float, default=1)
+    for flag in ("--max_train_samples", "--max_eval_samples", "--max_predict_samples"):
+        parser.add_argument(flag, type=int, default=None)
+    args = parser.parse_args(argv)
+
+    import torch
+    import yaml
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoModelForTokenClassification,
+        DataCollatorForTokenClassification,
+        DataCollatorWithPadding,
+        EvalPrediction,
+        Trainer,
+        TrainingArguments,
+        set_seed,
+    )
+
+    import hf_mtl
+    from hf_mtl.packaged_encoder import resolve_encoder
+
+    config = yaml.safe_load(Path(args.config).read_text())
+    task = next(t for t in hf_mtl.parse_tasks(config["tasks"]) if t.name == args.task)
+    sources = [
+        {
+            **source,
+            "label_columns": {task.name: source["label_columns"][task.name]},
+            "label_maps": {k: v for k, v in source.get("label_maps", {}).items() if k == task.name},
+        }
+        for source in config["datasets"]
+        if task.name in source["label_columns"]
+    ]
+    set_seed(args.seed)
+    encoder = resolve_encoder(config["model_name_or_path"])
+    tokenizer = hf_mtl.load_tokenizer(encoder)
+    data = hf_mtl.load_multitask_datasets(
+        sources, tokenizer, [task], seed=args.seed, max_train_samples=args.max_train_samples,
+        max_eval_samples=args.max_eval_samples, max_predict_samples=args.max_predict_samples,
+    )  # fmt: skip
+
+    def plain(dataset):
+        return dataset.rename_column(task.label_key, "labels").remove_columns("length")
+
+    model_class = AutoModelForTokenClassification if task.is_token_task else AutoModelForSequenceClassification
+    model = model_class.from_pretrained(
+        encoder, num_labels=len(task.labels), id2label=dict(enumerate(task.labels)), label2id=task.label2id,
+        dtype=torch.float32,
+    )  # fmt: skip
+    collator = (DataCollatorForTokenClassification if task.is_token_task else DataCollatorWithPadding)(tokenizer)
+    scores = hf_mtl.build_compute_metrics([task])
+    training_args = TrainingArguments(
+        args.output_dir, num_train_epochs=args.num_train_epochs, seed=args.seed, use_cpu=True, bf16=False,
+        eval_strategy="epoch", save_strategy="no", logging_steps=50, report_to="none", disable_tqdm=True,
+        **{k: v for k, v in config.items() if k in HYPERPARAMETERS},
+    )  # fmt: skip
+    trainer = Trainer(
+        model,
+        training_args,
+        data_collator=collator,
+        train_dataset=plain(data.train),
+        eval_dataset=plain(next(iter(data.validation.values()))),
+        processing_class=tokenizer,
+        compute_metrics=lambda p: scores(EvalPrediction({task.name: p.predictions}, p.label_ids)),
+    )
+    result = trainer.train()
+    metrics = {**result.metrics, "train_samples": len(data.train), **trainer.evaluate()}
+    metrics.update(trainer.predict(plain(next(iter(data.test.values()))), metric_key_prefix="test").metrics)
+    trainer.save_metrics("all", metrics, combined=False)
+    trainer.save_state()
+    return 0
+
+
+def load_results(path: Path) -> dict:
+    if path.is_file():
+        return json.loads(path.read_text())
+    return {"runs": {}}
+
+
+def stats(values: list[float]) -> dict | None:
+    """Mean, sample std and count (as `fmt` takes them); `None` for no values."""
+    if not values:
+        return None
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return {"mean": statistics.fmean(values), "std": std, "n": len(values)}
+
+
+def cell(rows: list[dict], key: str) -> dict | None:
+    return stats([row[key] for row in rows if row.get(key) is not None])
+
+
+def summary_tables(results: dict) -> tuple[str, dict]:
+    """The ablation table per setting and the targets (multi-task minus plain single-task, per task)."""
+    rows = list(results["runs"].values())
+    lines, targets = [], {}
+    for name, setting in SETTINGS.items():
+        mine = [row for row in rows if row["setting"] == name]
+        if not mine:
+            continue
+        seeds = sorted({row["seed"] for row in mine})
+        lines += [
+            f"### {name} ({results['epochs'][name]} epochs, seeds {seeds})",
+            "",
+            "| run | "
+            + " | ".join(f"{t['name']} dev | {t['name']} test" for t in setting.tasks)
+            + " | train time (s) | seeds |",
+            "|---|" + "---|---|" * len(setting.tasks) + "---|---|",
+        ]
+        for run_name in ALL_RUNS:
+            group = [row for row in mine if row["run"] == run_name]
+            if not group:
+                continue
+            cells = []
+            for task in setting.tasks:
+                of_task = [row for row in group if row["task"] in (None, task["name"])]
+                cells += [fmt(cell(of_task, f"{task['name']}_dev")), fmt(cell(of_task, f"{task['name']}_test"))]
+            per_seed = {}
+            for row in group:
+                per_seed[row["seed"]] = per_seed.get(row["seed"], 0.0) + row["train_seconds"]
+            time_cell = fmt(stats(list(per_seed.values())), 1, 0)
+            lines.append(f"| {run_name} | " + " | ".join(cells) + f" | {time_cell} | {len(per_seed)} |")
+        lines.append("")
+        targets[name] = setting_targets(mine, setting)
+    return "\n".join(lines), targets
+
+
+def setting_targets(rows: list[dict], setting: Setting) -> dict:
+    """Per task: multi-task minus plain test score (points), the spread ratio; and the time ratio."""
+    out: dict = {}
+    multi = [row for row in rows if row["run"] == "multi"]
+    plain = [row for row in rows if row["run"] == "plain"]
+    for task in setting.tasks:
+        name = task["name"]
+        mine = cell(multi, f"{name}_test")
+        theirs = cell([row for row in plain if row["task"] == name], f"{name}_test")
+        if mine and theirs:
+            out[name] = {
+                "multi_minus_plain_test_points": round(100 * (mine["mean"] - theirs["mean"]), 2),
+                "target_points": -0.5,
+                "std_ratio": round(mine["std"] / theirs["std"], 2) if theirs["std"] else None,
+                "seeds": min(mine["n"], theirs["n"]),
+            }
+    seeds = {row["seed"] for row in multi} & {row["seed"] for row in plain}
+    if seeds:
+        multi_time = statistics.fmean(row["train_seconds"] for row in multi if row["seed"] in seeds)
+        plain_time = sum(row["train_seconds"] for row in plain if row["seed"] in seeds) / len(seeds)
+        out["time_ratio_multi_over_plain_pair"] = round(multi_time / plain_time, 3)
+    return out
+
+
+def targets_table(targets: dict) -> str:
+    lines = [
+        "| setting | task | multi − plain, test (points; target ≥ −0.5) | std ratio (target ≤ 1.5) | seeds |",
+        "|---|---|---|---|---|",
+    ]
+    for name, per_task in targets.items():
+        for task, values in per_task.items():
+            if not isinstance(values, dict):
+                continue
+            ratio = values["std_ratio"]
+            lines.append(
+                f"| {name} | {task} | {values['multi_minus_plain_test_points']:+.2f} | "
+                f"{'–' if ratio is None else f'{ratio:.2f}'} | {values['seeds']} |"
+            )
+    lines += ["", "Multi-task training time / the two plain single-task runs' (target ≤ 1.05):"]
+    lines += [
+        f"- {name}: {values['time_ratio_multi_over_plain_pair']:.2f}"
+        for name, values in targets.items()
+        if "time_ratio_multi_over_plain_pair" in values
+    ]
+    return "\n".join(lines)
+
+
+def markdown(results: dict, command: str) -> str:
+    tables, targets = summary_tables(results)
+    results["targets"] = targets
+    return "\n".join(
+        [
+            f"Command: `{command}` (run from the repository root; last run {results.get('date')}, "
+            f"{results.get('cpu', 'CPU unknown')}). Scores are percentages, mean ± std over seeds (accuracy for "
+            "sentiment, seqeval entity F1 for NER and aspects); train time excludes the per-epoch evaluations.",
+            "",
+            tables,
+            "Targets (multi = hf_mtl's default multi-task run; plain = (a)):",
+            "",
+            targets_table(targets),
+        ]
+    )
+
+
+def cpu_name() -> str:
+    for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
+        if line.startswith("Model name:"):
+            return line.split(":", 1)[1].strip()
+    return "CPU unknown"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--plain_run":
+        return plain_run(argv[1:])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smoke version: 48 train rows, 1 epoch, seed 0")
+    parser.add_argument(
+        "--settings",
+        nargs="+",
+        default=None,
+        help=f"default: all of {list(SETTINGS)}; with --speed_settings, some of {list(SPEED_SETTINGS)}",
+    )
+    parser.add_argument("--runs", nargs="+", choices=ALL_RUNS, default=None, help=f"default: {DEFAULT_RUNS}")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0 1 2 (quick: 0)")
+    parser.add_argument("--workdir", type=Path, default=None, help="subsets and run folders (default: a temp dir)")
+    parser.add_argument("--output", type=Path, default=None, help="results JSON (default benchmarks/results/)")
+    parser.add_argument("--docs", type=Path, default=None, help="markdown to update (default docs/BENCHMARKS.md)")
+    parser.add_argument("--speed_settings", action="store_true", help="instead: the speed settings' accuracy cost")
+    args = parser.parse_args(argv)
+    known = SPEED_SETTINGS if args.speed_settings else SETTINGS
+    unknown = sorted(set(args.settings or []) - set(known))
+    if unknown:
+        parser.error(f"--settings: unknown {unknown}; choose from {list(known)}")
+    if args.speed_settings:
+        return speed_settings(args)
+
+    names = args.settings or (["absa"] if args.quick else list(SETTINGS))
+    missing = [f for name in names for f in SETTINGS[name].needed if not (DATA / f).is_file()]
+    if missing:
+        print(f"SKIPPED: the real corpora are not available ({DATA / missing[0]} is missing); they live in "
+              "../shared/data beside the repository")  # fmt: skip
+        return 0
+    seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
+    runs = args.runs or DEFAULT_RUNS
+    output = args.output or (
+        Path(tempfile.mkdtemp()) / "quality.json" if args.quick else ROOT / "benchmarks" / "results" / "quality.json"
+    )
+    docs = args.docs or (None if args.quick else ROOT / "docs" / "BENCHMARKS.md")
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="hf_mtl_quality_"))
+    prepare_data(work)
+    configs = {name: write_config(name, SETTINGS[name], work) for name in names}
+
+    results = load_results(output)
+    results.update(date=time.strftime("%Y-%m-%d"), cpu=cpu_name(), hyperparameters=HYPERPARAMETERS)
+    results["epochs"] = {name: 1 if args.quick else SETTINGS[name].epochs for name in SETTINGS}
+    command = "python benchmarks/quality.py" + (" --quick" if args.quick else "")
+    for setting, run_name, task, seed in planned_runs(names, runs, seeds):
+        key = run_key(setting, run_name, task, seed)
+        if key in results["runs"]:
+            continue
+        results["runs"][key] = execute(setting, run_name, task, seed, configs[setting], args.quick, work)
+        print(json.dumps(results["runs"][key]), flush=True)
+        table = markdown(results, command)
+        save_results(results, table, output, None, "quality", "")
+    table = markdown(results, command)
+    save_results(results, table, output, docs, "quality", "Multi-task vs single-task quality at convergence")
+    print(table)
+    print(f"results: {output}")
+    return 0
+
+
 SPEED_SETTINGS = {
     "fp32, random batches": ["--bf16", "false", "--train_sampling_strategy", "random"],
     "fp32, length-grouped batches": ["--bf16", "false", "--train_sampling_strategy", "group_by_length"],
     "bf16, length-grouped batches": ["--bf16", "true", "--train_sampling_strategy", "group_by_length"],
 }
-MIXING = {
-    "proportional": ["--mixing_strategy", "proportional"],
-    "temperature_2": ["--mixing_strategy", "temperature", "--mixing_temperature", "2"],
-    "equal": ["--mixing_strategy", "equal"],
-}
 
 
-def _config_mixing() -> str:
-    import yaml
-
-    config = yaml.safe_load((ROOT / CONFIG).read_text())
-    strategy = config.get("mixing_strategy", "proportional")
-    return "temperature_2" if strategy == "temperature" and config.get("mixing_temperature", 2.0) == 2 else strategy
-
-
-CONFIG_MIXING = _config_mixing()
-
-
-def run(name: str, extra: list[str], seed: int, steps: int, limits: list[str], workdir: Path) -> dict:
-    output_dir = workdir / f"{name}-seed{seed}"
-    command = [
-        sys.executable,
-        "run_mtl.py",
-        CONFIG,
-        "--output_dir",
-        str(output_dir),
-        "--max_steps",
-        str(steps),
-        "--seed",
-        str(seed),
-        "--disable_tqdm",
-        "true",
-        "--eval_strategy",
-        "no",
-        *limits,
-        *extra,
-    ]
-    started = time.perf_counter()
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise SystemExit(f"{name} (seed {seed}) failed:\n{' '.join(command)}\n{result.stderr[-3000:]}")
-    metrics = json.loads((output_dir / "all_results.json").read_text())
-    row = {key: metrics[source] for key, source in METRICS.items() if source in metrics}
-    row.update(run=name, seed=seed, steps=steps, process_seconds=round(time.perf_counter() - started, 1))
-    print(json.dumps(row), flush=True)
-    return row
-
-
-def summarise(rows: list[dict]) -> dict:
-    summary = {}
-    for key in METRICS:
-        values = [row[key] for row in rows if key in row]
-        if values:
-            std = statistics.stdev(values) if len(values) > 1 else 0.0
-            summary[key] = {"mean": statistics.fmean(values), "std": std, "n": len(values)}
-    return summary
-
-
-def fmt(cell: dict | None, scale: float = 100.0, digits: int = 1) -> str:
-    if not cell:
-        return "–"
-    return f"{cell['mean'] * scale:.{digits}f} ± {cell['std'] * scale:.{digits}f}"
-
-
-def markdown(results: dict) -> str:
-    s = results["summary"]
-    lines = [
-        f"Command: `{results['command']}` (run from the repository root; {results['date']}, 2-core CPU, "
-        f"{results['steps']} steps of batch 16, seeds {results['seeds']}).",
-        "",
-        "| run | SST-2 dev accuracy | WNUT-17 dev F1 | WNUT-17 test F1 | train wall time (s) |",
-        "|---|---|---|---|---|",
-    ]
-    for name in RUNS:
-        cell = s[name]
-        lines.append(
-            f"| {name} | {fmt(cell.get('sst2_dev_accuracy'))} | {fmt(cell.get('wnut17_dev_f1'))} | "
-            f"{fmt(cell.get('wnut17_test_f1'))} | {fmt(cell.get('train_seconds'), 1, 0)} |"
-        )
-    t = results["targets"]
-    lines += [
-        "",
-        "Scores are percentages, mean ± std over seeds. Targets:",
-        f"- sentiment: multi-task − single-task = {t['sentiment_delta_points']:+.2f} points (target ≥ −0.5): "
-        f"{'met' if t['sentiment_delta_points'] >= -0.5 else 'missed'}",
-        f"- NER (dev F1): multi-task − single-task = {t['ner_dev_delta_points']:+.2f} points (target ≥ −0.5): "
-        f"{'met' if t['ner_dev_delta_points'] >= -0.5 else 'missed'}; test F1: {t['ner_test_delta_points']:+.2f}",
-        f"- wall time: multi-task / (single sentiment + single NER) = {t['time_ratio']:.2f} (target ≤ 0.60): "
-        f"{'met' if t['time_ratio'] <= 0.60 else 'missed'}",
-        "",
-        f"Mixing strategies (multi-task, seed {results['seeds'][0]}):",
-        "",
-        "| strategy | NER share of the stream | SST-2 dev accuracy | WNUT-17 dev F1 | WNUT-17 test F1 "
-        "| train wall time (s) |",
-        "|---|---|---|---|---|---|",
-    ]
-    for name, row in results["mixing"].items():
-        lines.append(
-            f"| {name} | {row['ner_share']:.2f} | {row['sst2_dev_accuracy'] * 100:.1f} | "
-            f"{row['wnut17_dev_f1'] * 100:.1f} | {row['wnut17_test_f1'] * 100:.1f} | "
-            f"{row['train_seconds']:.0f} |"
-        )
-    return "\n".join(lines)
-
-
-def finish(args, results: dict, table: str, key: str, title: str) -> int:
-    """Prints `table`; a full run (not `--quick`) also writes benchmarks/results/{key}.json and its docs section,
-    unless `--output` / `--docs` say where instead."""
-    print(table)
-    output = args.output or (None if args.quick else ROOT / "benchmarks" / "results" / f"{key}.json")
-    docs = args.docs or (None if args.quick else ROOT / "docs" / "BENCHMARKS.md")
-    save_results(results, table, output, docs, key, title)
-    return 0
-
-
-def save_results(results: dict, table: str, output: Path | None, docs: Path | None, key: str, title: str) -> None:
-    """Writes the results JSON (when `output` is set) and the table into `docs` (when set)."""
-    if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps(results, indent=2) + "\n")
-    if docs is not None:
-        update_docs(docs, table, key, title)
-
-
-def update_docs(
-    path: Path, body: str, key: str = "quality", title: str = "Multi-task vs single-task quality (SST-2 + WNUT-17)"
-) -> None:
-    """Replaces (or appends) the section between `<!-- key:start -->` and `<!-- key:end -->`."""
-    start, end = f"<!-- {key}:start -->", f"<!-- {key}:end -->"
-    text = path.read_text() if path.is_file() else "# Benchmarks\n"
-    block = f"{start}\n{body}\n{end}"
-    if start in text:
-        text = text[: text.index(start)] + block + text[text.index(end) + len(end) :]
-    else:
-        text = text.rstrip() + f"\n\n## {title}\n\n" + block + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smoke version: 1 seed, 8 steps, capped eval sets")
-    parser.add_argument("--steps", type=int, default=None, help="optimizer steps per run (default 300, quick 8)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0 1 2 (quick: 0)")
-    parser.add_argument(
-        "--output",
-        type=Path,
-        default=None,
-        help="results JSON (default benchmarks/results/quality.json; quick: a temporary file)",
-    )
-    parser.add_argument("--docs", type=Path, default=None, help="markdown to update (default docs/BENCHMARKS.md)")
-    parser.add_argument(
-        "--speed_settings",
-        action="store_true",
-        help="instead: the multi-task run with fp32 random batches, fp32 length-grouped and bf16 length-grouped",
-    )
-    parser.add_argument(
-        "--settings",
-        nargs="+",
-        choices=list(SPEED_SETTINGS),
-        default=None,
-        help="with --speed_settings: only these settings (default all; emulated bf16 is slow on CPUs without AMX)",
-    )
-    args = parser.parse_args(argv)
-
-    missing = [name for name in NEEDED if not (DATA / name).is_file()]
-    if missing:
-        print(
-            f"SKIPPED: the real corpora are not available ({DATA / missing[0]} is missing); "
-            "they live in ../shared/data beside the repository"
-        )
-        return 0
-    steps = args.steps or (8 if args.quick else 300)
-    seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
+def speed_settings(args) -> int:
+    """Does the speed of length-grouped batches and bf16 cost accuracy? The multi-task run of
+    `configs/sst2_wnut17.yaml` (300 steps), per setting and seed."""
+    steps = 8 if args.quick else 300
+    seeds = args.seeds or [0]
     limits = ["--max_eval_samples", "64", "--max_predict_samples", "64"] if args.quick else []
-    output = args.output or (
-        Path(tempfile.mkdtemp()) / "quality.json" if args.quick else ROOT / "benchmarks" / "results" / "quality.json"
-    )
-    docs = args.docs or (None if args.quick else ROOT / "docs" / "BENCHMARKS.md")
-
-    if args.speed_settings:
-        return speed_settings(args, steps, seeds, limits)
-
-    from hf_mtl.data.mixing import mixing_probabilities
-
-    with tempfile.TemporaryDirectory() as tmp:
-        workdir = Path(tmp)
-        rows = [run(name, extra, seed, steps, limits, workdir) for seed in seeds for name, extra in RUNS.items()]
-        sizes = [67349, 3394]  # SST-2 train rows, WNUT-17 train sentences
-        mixing = {}
-        for name, extra in MIXING.items():
-            strategy = extra[1]
-            row = next((r for r in rows if r["run"] == "multi_task" and r["seed"] == seeds[0]), None)
-            if name != CONFIG_MIXING or row is None:  # the config's own strategy is the multi_task run
-                row = run(f"mixing_{name}", extra, seeds[0], steps, limits, workdir)
-            mixing[name] = {**row, "ner_share": mixing_probabilities(sizes, strategy, 2.0)[1]}
-
-    summary = {name: summarise([r for r in rows if r["run"] == name]) for name in RUNS}
-    single_time = summary["single_sentiment"]["train_seconds"]["mean"] + summary["single_ner"]["train_seconds"]["mean"]
-    targets = {
-        "sentiment_delta_points": 100
-        * (
-            summary["multi_task"]["sst2_dev_accuracy"]["mean"]
-            - summary["single_sentiment"]["sst2_dev_accuracy"]["mean"]
-        ),
-        "ner_dev_delta_points": 100
-        * (summary["multi_task"]["wnut17_dev_f1"]["mean"] - summary["single_ner"]["wnut17_dev_f1"]["mean"]),
-        "ner_test_delta_points": 100
-        * (summary["multi_task"]["wnut17_test_f1"]["mean"] - summary["single_ner"]["wnut17_test_f1"]["mean"]),
-        "time_ratio": summary["multi_task"]["train_seconds"]["mean"] / single_time,
-    }
-    command = "python benchmarks/quality.py" + (" --quick" if args.quick else "")
-    results = {
-        "command": command,
-        "date": time.strftime("%Y-%m-%d"),
-        "config": CONFIG,
-        "steps": steps,
-        "seeds": seeds,
-        "runs": rows,
-        "summary": summary,
-        "targets": targets,
-        "mixing": mixing,
-    }
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(results, indent=2) + "\n")
-    table = markdown(results)
-    print(table)
-    print(f"results: {output}")
-    if docs is not None:
-        update_docs(docs, table)
-        print(f"updated: {docs}")
-    return 0
-
-
-def speed_settings(args, steps: int, seeds: list[int], limits: list[str]) -> int:
-    """Does the speed of length-grouped batches and bf16 cost accuracy? The multi-task run, per setting and seed."""
     settings = args.settings or list(SPEED_SETTINGS)
     with tempfile.TemporaryDirectory() as tmp:
         rows = [
@@ -296,8 +553,6 @@ def speed_settings(args, steps: int, seeds: list[int], limits: list[str]) -> int
         ]
     summary = {name: summarise([r for r in rows if r["setting"] == name]) for name in settings}
     command = "python benchmarks/quality.py --speed_settings" + (" --quick" if args.quick else "")
-    command += f" --steps {steps} --seeds {' '.join(map(str, seeds))}" if not args.quick else ""
-    command += " --settings " + " ".join(repr(name) for name in settings) if args.settings else ""
     reference = summary[settings[0]]
     lines = [
         f"Command: `{command}` ({time.strftime('%Y-%m-%d')}, {steps} steps of batch 16, seeds {seeds}; "
@@ -307,19 +562,21 @@ def speed_settings(args, steps: int, seeds: list[int], limits: list[str]) -> int
         "Δ accuracy / Δ dev F1 vs the first row (points) |",
         "|---|---|---|---|---|---|",
     ]
-    for name, cell in summary.items():
-        delta = [100 * (cell[k]["mean"] - reference[k]["mean"]) for k in ("sst2_dev_accuracy", "wnut17_dev_f1")]
+    for name, values in summary.items():
+        delta = [100 * (values[k]["mean"] - reference[k]["mean"]) for k in ("sst2_dev_accuracy", "wnut17_dev_f1")]
         lines.append(
-            f"| {name} | {fmt(cell.get('sst2_dev_accuracy'))} | {fmt(cell.get('wnut17_dev_f1'))} | "
-            f"{fmt(cell.get('wnut17_test_f1'))} | {fmt(cell.get('train_seconds'), 1, 0)} | "
+            f"| {name} | {fmt(values.get('sst2_dev_accuracy'))} | {fmt(values.get('wnut17_dev_f1'))} | "
+            f"{fmt(values.get('wnut17_test_f1'))} | {fmt(values.get('train_seconds'), 1, 0)} | "
             f"{delta[0]:+.1f} / {delta[1]:+.1f} |"
         )
     table = "\n".join(lines)
     results = {"command": command, "steps": steps, "seeds": seeds, "runs": rows, "summary": summary}
-    key, title = "speed_settings", "Do the speed settings cost accuracy?"
-    if args.quick:
-        key, title = "speed_settings_quick", "Do the speed settings cost accuracy? (quick benchmark)"
-    return finish(args, results, table, key, title)
+    key = "speed_settings_quick" if args.quick else "speed_settings"
+    output = args.output or (None if args.quick else ROOT / "benchmarks" / "results" / f"{key}.json")
+    docs = args.docs or (None if args.quick else ROOT / "docs" / "BENCHMARKS.md")
+    print(table)
+    save_results(results, table, output, docs, key, "Do the speed settings cost accuracy?")
+    return 0
 
 
 if __name__ == "__main__":

@@ -34,8 +34,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import CONFIG, DATA, NEEDED, ROOT, finish  # noqa: E402
 from inference import real_sentences  # noqa: E402
-from quality import CONFIG, DATA, NEEDED, ROOT, finish  # noqa: E402
 from throughput import cpu_description, naive_inference, peak_rss_mib, spread  # noqa: E402
 
 BACKENDS = {

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quality import DATA, NEEDED, finish, fmt, run, summarise  # noqa: E402
+from common import DATA, NEEDED, finish, fmt, run, summarise  # noqa: E402
 
 STRATEGIES = ("static", "uncertainty", "dwa", "pcgrad")
 

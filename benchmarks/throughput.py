@@ -36,8 +36,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import DATA, NEEDED, ROOT, finish  # noqa: E402
 from inference import real_sentences  # noqa: E402
-from quality import DATA, NEEDED, ROOT, finish  # noqa: E402
 
 CONFIG = ROOT / "configs" / "sst2_wnut17.yaml"
 NAIVE_LENGTH, NAIVE_BATCH = 128, 4

@@ -1,0 +1,201 @@
+#!/usr/bin/env python
+"""Does hf_mtl's training loop cost anything over the plain Trainer? (b) against (d) of `throughput.py`, measured so
+that the order does not matter, plus a profile of one training step of each.
+
+(b) is `MultiTaskTrainer` with hf_mtl's defaults on the multi-task model; (d) the plain `Trainer` with a single-task
+`AutoModelForTokenClassification` on exactly the same batches (the rows, batches and timing windows of
+`throughput.py`). Each measurement is its own process, in the order b d d b (twice by default: b d d b b d d b), so
+that allocator state, frequency drift and warm caches favour neither side; the ratio is the median of (b)'s window
+rates over the median of (d)'s. Then one process per mode profiles one step (after warm-up) with `torch.profiler`
+and the top entries by self CPU time are recorded.
+
+    python benchmarks/training_overhead.py            # 8 processes of 3 windows of 20 steps, then the profiles
+    python benchmarks/training_overhead.py --quick    # smoke version: b d, 1 window of 4 steps, short profiles
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import DATA, NEEDED, finish  # noqa: E402
+from throughput import (  # noqa: E402
+    CONFIG,
+    CORPUS_ROWS,
+    WARMUP_STEPS,
+    BatchLog,
+    cpu_description,
+    load_corpus,
+    model_flop_constants,
+    same_batches_trainer,
+    trainer_training,
+    windows,
+)
+
+MODES = ("defaults", "plain")
+PROFILE_ROWS = 8
+
+
+def one_mode(mode: str, n_windows: int, window_steps: int, profile: bool) -> dict:
+    """Trains (b) or (d) for warm-up + `n_windows` windows and returns its window rates (and, with `profile`, the
+    profile of the step after the warm-up instead)."""
+    import datasets
+    import torch
+    import transformers
+    import yaml
+    from transformers import AutoModelForTokenClassification, DataCollatorForTokenClassification, TrainerCallback
+
+    from hf_mtl import MultiTaskModel, MultiTaskTrainer, load_tokenizer
+    from hf_mtl.data.collator import MultiTaskDataCollator
+    from hf_mtl.packaged_encoder import MINILM, resolve_encoder
+    from hf_mtl.tasks import parse_tasks
+
+    transformers.logging.set_verbosity_error()
+    datasets.disable_progress_bars()
+    encoder = resolve_encoder(MINILM.hub_id)
+    tokenizer = load_tokenizer(encoder)
+    tasks = parse_tasks(yaml.safe_load(CONFIG.read_text())["tasks"])
+    corpus = load_corpus(tokenizer, tasks, rows=CORPUS_ROWS)
+    steps = WARMUP_STEPS + (1 if profile else n_windows * window_steps)
+    callbacks = []
+    table: list[str] = []
+    if profile:
+
+        class ProfileLastStep(TrainerCallback):
+            def on_step_begin(self, args, state, control, **kwargs):
+                if state.global_step == steps - 1:
+                    self.profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+                    self.profiler.__enter__()
+
+            def on_step_end(self, args, state, control, **kwargs):
+                if state.global_step == steps:
+                    self.profiler.__exit__(None, None, None)
+                    averages = self.profiler.key_averages()
+                    total = sum(event.self_cpu_time_total for event in averages)
+                    for event in sorted(averages, key=lambda e: e.self_cpu_time_total, reverse=True)[:PROFILE_ROWS]:
+                        table.append(
+                            f"{event.key}: {event.self_cpu_time_total / 1e3:.1f} ms "
+                            f"({event.self_cpu_time_total / total:.0%}), {event.count} calls"
+                        )
+                    table.append(f"total self CPU time: {total / 1e3:.1f} ms")
+
+        callbacks.append(ProfileLastStep())
+
+    if mode == "defaults":
+        model = MultiTaskModel.from_encoder(encoder, [t.to_dict() for t in tasks], sentence_pooling="mean")
+        collator = MultiTaskDataCollator(tokenizer, [t.label_key for t in tasks if t.is_token_task])
+        trainer_class = MultiTaskTrainer
+    else:
+        ner = next(task for task in tasks if task.is_token_task)
+        corpus = corpus.map(
+            lambda row: {"labels": row["ner_labels"]}, remove_columns=["ner_labels", "sentiment_labels"]
+        )
+        model = AutoModelForTokenClassification.from_pretrained(encoder, num_labels=len(ner.labels))
+        collator = DataCollatorForTokenClassification(tokenizer)
+        trainer_class = same_batches_trainer()
+    if callbacks:
+        trainer_class = _with_callbacks(trainer_class, callbacks)
+    log = BatchLog(*model_flop_constants(model))
+    run = trainer_training(trainer_class, model, {}, corpus, collator, steps, log)
+    if profile:
+        return {"mode": mode, "profile": table}
+    measured = windows(run["step_ends"], log, window_steps)
+    return {"mode": mode, "examples_per_second": measured["examples_per_second"], "batches": [r[:2] for r in log.rows]}
+
+
+def _with_callbacks(trainer_class, callbacks):
+    class WithCallbacks(trainer_class):
+        def __init__(self, *args, **kwargs):
+            kwargs["callbacks"] = list(kwargs.get("callbacks") or []) + callbacks
+            super().__init__(*args, **kwargs)
+
+    return WithCallbacks
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--rounds", type=int, default=None, help="b d d b rounds (default 2; quick: one b d)")
+    parser.add_argument("--windows", type=int, default=None, help="timed windows per process (default 3)")
+    parser.add_argument("--window_steps", type=int, default=None, help="steps per window (default 20)")
+    parser.add_argument("--output", type=Path, default=None)
+    parser.add_argument("--docs", type=Path, default=None)
+    parser.add_argument("--one_mode", choices=MODES, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--profile", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    n_windows = args.windows or (1 if args.quick else 3)
+    window_steps = args.window_steps or (4 if args.quick else 20)
+    if args.one_mode:
+        print("RESULT " + json.dumps(one_mode(args.one_mode, n_windows, window_steps, args.profile)), flush=True)
+        return 0
+    missing = [name for name in NEEDED if not (DATA / name).is_file()]
+    if missing:
+        print(f"SKIPPED: the real corpora are not available ({DATA / missing[0]} is missing); see ../shared/data")
+        return 0
+
+    def child(mode: str, profile: bool = False) -> dict:
+        command = [sys.executable, __file__, "--one_mode", mode, "--windows", str(n_windows)]
+        command += ["--window_steps", str(window_steps)] + (["--profile"] if profile else [])
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise SystemExit(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
+        line = next(line for line in result.stdout.splitlines() if line.startswith("RESULT "))
+        return json.loads(line[len("RESULT ") :])
+
+    order = ["defaults", "plain"] if args.quick else ["defaults", "plain", "plain", "defaults"] * (args.rounds or 2)
+    runs = []
+    for mode in order:
+        runs.append(child(mode))
+        rate = runs[-1]["examples_per_second"]
+        print(f"{mode:>9}: {rate['min']:.1f} / {rate['median']:.1f} / {rate['max']:.1f} ex/s", flush=True)
+    same_batches = all(run["batches"] == runs[0]["batches"] for run in runs)
+    medians = {mode: [run["examples_per_second"]["median"] for run in runs if run["mode"] == mode] for mode in MODES}
+    ratio = statistics.median(medians["defaults"]) / statistics.median(medians["plain"])
+    profiles = {mode: child(mode, profile=True)["profile"] for mode in MODES}
+    machine = cpu_description()
+    command = "python benchmarks/training_overhead.py" + (" --quick" if args.quick else "")
+    lines = [
+        f"Command: `{command}` ({time.strftime('%Y-%m-%d')}; {machine['cpu']}, {machine['threads']} threads). "
+        f"One process per measurement, in the order {' '.join('b' if m == 'defaults' else 'd' for m in order)}; "
+        f"each {n_windows} window(s) of {window_steps} steps after {WARMUP_STEPS} warm-up steps; same batches in "
+        f"every process: {'yes' if same_batches else 'NO'}.",
+        "",
+        "| process | mode | examples/s (min / median / max over windows) |",
+        "|---|---|---|",
+    ]
+    for index, run in enumerate(runs, 1):
+        rate = run["examples_per_second"]
+        label = "(b) hf_mtl defaults" if run["mode"] == "defaults" else "(d) plain Trainer"
+        lines.append(f"| {index} | {label} | {rate['min']:.1f} / {rate['median']:.1f} / {rate['max']:.1f} |")
+    lines += [
+        "",
+        f"b/d = median of (b)'s process medians / median of (d)'s = "
+        f"{statistics.median(medians['defaults']):.1f} / {statistics.median(medians['plain']):.1f} = "
+        f"**{ratio:.3f}×** (target ≥ 1.0: {'met' if ratio >= 1.0 else 'missed'}).",
+        "",
+        "Top entries of one profiled training step (self CPU time), (b) then (d):",
+        "",
+    ]
+    for mode in MODES:
+        lines += [f"- {'(b) hf_mtl defaults' if mode == 'defaults' else '(d) plain Trainer'}:"]
+        lines += [f"  - {entry}" for entry in profiles[mode]]
+    results = {
+        "command": command,
+        "machine": machine,
+        "order": order,
+        "runs": [{k: v for k, v in run.items() if k != "batches"} for run in runs],
+        "same_batches": same_batches,
+        "ratio_b_over_d": ratio,
+        "profiles": profiles,
+    }
+    return finish(args, results, "\n".join(lines), "training_overhead", "Training overhead over the plain Trainer")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
