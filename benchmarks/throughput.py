@@ -251,21 +251,36 @@ def trainer_training(trainer_class, model, arguments: dict, corpus, collator, st
     return {"step_ends": step_ends, "loading_seconds": timed_collator.seconds, "settings": settings}
 
 
-def same_batches_trainer():
-    """The plain `Trainer`, except that it draws length-grouped batches with hf_mtl's sampler, so that (d) trains on
-    exactly the batches of (b); everything else (model, loss, loop) is the Trainer's own."""
+def same_batches_trainer(multitask_corpus, label_keys: list[str]):
+    """The plain `Trainer`, except that it draws its batches with hf_mtl's training sampler, built on the multi-task
+    rows (the same rows in the same order), so that (d) trains on exactly the batches of (b); everything else
+    (model, loss, loop) is the Trainer's own."""
     import transformers
 
-    from hf_mtl.data.sampling import ShuffledLengthGroupedSampler
+    from hf_mtl.data.sampling import training_sampler
 
     class PlainTrainer(transformers.Trainer):
         def _get_train_sampler(self, train_dataset=None):
-            if self.args.train_sampling_strategy != "group_by_length":
-                return super()._get_train_sampler(train_dataset)
-            lengths = [len(ids) for ids in self.train_dataset["input_ids"]]
-            return ShuffledLengthGroupedSampler(lengths, self.args.train_batch_size)
+            sampler = training_sampler(multitask_corpus, self.args, label_keys)
+            return sampler if sampler is not None else super()._get_train_sampler(train_dataset)
 
     return PlainTrainer
+
+
+def plain_token_corpus(corpus):
+    """The rows for (d): one `labels` column of NER tags, where a sentiment row (no tag) is tagged `O` on its words,
+    so that every row of a batch has a loss, as in the multi-task model."""
+    return corpus.map(
+        lambda row: {
+            "labels": [
+                0 if i and i < len(row["ner_labels"]) - 1 and label == -100 else label
+                for i, label in enumerate(row["ner_labels"])
+            ]
+            if all(label == -100 for label in row["ner_labels"])
+            else row["ner_labels"]
+        },
+        remove_columns=["ner_labels", "sentiment_labels"],
+    )
 
 
 def naive_inference(model, tokenizer, texts: list[str]) -> None:
@@ -423,22 +438,18 @@ def main(argv: list[str] | None = None) -> int:
 
     # (d) the plain Trainer, one task, the same rows and batches
     reset_peak_rss()
-    plain_corpus = corpus.map(
-        lambda row: {
-            "labels": [
-                0 if i and i < len(row["ner_labels"]) - 1 and label == -100 else label
-                for i, label in enumerate(row["ner_labels"])
-            ]
-            if all(label == -100 for label in row["ner_labels"])
-            else row["ner_labels"]
-        },
-        remove_columns=["ner_labels", "sentiment_labels"],
-    )
+    plain_corpus = plain_token_corpus(corpus)
     model = AutoModelForTokenClassification.from_pretrained(encoder, num_labels=len(ner.labels))
     log = BatchLog(*model_flop_constants(model))
     plain_window, steps = steps_for()
     run = trainer_training(
-        same_batches_trainer(), model, {}, plain_corpus, DataCollatorForTokenClassification(tokenizer), steps, log
+        same_batches_trainer(corpus, [t.label_key for t in tasks]),
+        model,
+        {},
+        plain_corpus,
+        DataCollatorForTokenClassification(tokenizer),
+        steps,
+        log,
     )
     record(
         "plain", "plain Trainer, AutoModelForTokenClassification", log, run["step_ends"], plain_window, run["settings"]

@@ -33,6 +33,7 @@ from throughput import (  # noqa: E402
     cpu_description,
     load_corpus,
     model_flop_constants,
+    plain_token_corpus,
     same_batches_trainer,
     trainer_training,
     windows,
@@ -93,12 +94,10 @@ def one_mode(mode: str, n_windows: int, window_steps: int, profile: bool) -> dic
         trainer_class = MultiTaskTrainer
     else:
         ner = next(task for task in tasks if task.is_token_task)
-        corpus = corpus.map(
-            lambda row: {"labels": row["ner_labels"]}, remove_columns=["ner_labels", "sentiment_labels"]
-        )
+        trainer_class = same_batches_trainer(corpus, [t.label_key for t in tasks])
+        corpus = plain_token_corpus(corpus)
         model = AutoModelForTokenClassification.from_pretrained(encoder, num_labels=len(ner.labels))
         collator = DataCollatorForTokenClassification(tokenizer)
-        trainer_class = same_batches_trainer()
     if callbacks:
         trainer_class = _with_callbacks(trainer_class, callbacks)
     log = BatchLog(*model_flop_constants(model))

@@ -168,7 +168,8 @@ class MultiTaskTrainingArguments(TrainingArguments):
     The defaults that differ from the Trainer's were each measured by `benchmarks/throughput.py` (docs/BENCHMARKS.md):
     `use_cpu=True`; `train_sampling_strategy="group_by_length"` (batches of similar lengths, so dynamic padding
     pads almost nothing); `per_device_train_batch_size=32`; `bf16=None`, which turns bf16 autocast on only where
-    the CPU multiplies bf16 natively.
+    the CPU multiplies bf16 natively. `batch_composition="per_task"` (every step trains one task) was chosen by
+    `benchmarks/quality.py`: it is what keeps each task as good as its single-task run.
     """
 
     use_cpu: bool = field(default=True, metadata={"help": "Train on the CPU (the default for hf_mtl)."})
@@ -187,12 +188,15 @@ class MultiTaskTrainingArguments(TrainingArguments):
             "choices": ["random", "sequential", "group_by_length", "batch_rebalance"],
         },
     )
-    batch_composition: Literal["mixed", "per_task"] = field(
-        default="mixed",
+    batch_composition: Literal["mixed", "per_task"] | None = field(
+        default=None,
         metadata={
-            "help": "What a training batch holds: 'mixed' (rows of every corpus, as the mixed stream comes) or "
-            "'per_task' (each batch the rows of one task group, i.e. one corpus or the corpora labelling the same "
-            "tasks; batches in a random order, each group's share of them set by the mixing strategy).",
+            "help": "What a training batch holds: 'per_task' (every batch trains one task: the rows of the corpora "
+            "labelling it, a jointly labelled row once per task it labels; batches in a random order, each task's "
+            "share of them set by the mixing strategy) or 'mixed' (rows of every corpus, as the mixed stream comes; "
+            "a jointly labelled row trains every task at once). Default: per_task, except mixed with --loss_weighting "
+            "pcgrad or --log_grad_cosine, which compare the tasks' gradients within a batch.",
+            "choices": ["mixed", "per_task"],
         },
     )
     bf16: bool | None = field(
@@ -275,6 +279,15 @@ class MultiTaskTrainingArguments(TrainingArguments):
             self.bf16 = bool(self.use_cpu and not self.fp16 and has_native_bf16())
         if self.torch_num_threads is not None and self.torch_num_threads < 1:
             raise HfMtlError(f"--torch_num_threads must be at least 1, got {self.torch_num_threads}")
+        within_batch = self.loss_weighting == LossWeighting.PCGRAD or self.log_grad_cosine
+        if self.batch_composition is None:
+            self.batch_composition = "mixed" if within_batch else "per_task"
+        elif self.batch_composition == "per_task" and within_batch:
+            flag = "--loss_weighting pcgrad" if self.loss_weighting == LossWeighting.PCGRAD else "--log_grad_cosine"
+            raise HfMtlError(
+                f"{flag} compares the tasks' gradients within a batch; --batch_composition per_task gives every batch "
+                "one task: use --batch_composition mixed"
+            )
         if self.grad_balance_steps < 1:
             raise HfMtlError(f"--grad_balance_steps must be at least 1, got {self.grad_balance_steps}")
         if not (math.isfinite(self.dwa_temperature) and self.dwa_temperature > 0):

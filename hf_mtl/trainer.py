@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from datasets import IterableDataset
+from datasets import Dataset, IterableDataset
 from torch import nn
 from torch.utils.data import SequentialSampler
 from transformers import Trainer
@@ -15,7 +15,7 @@ from transformers.trainer_utils import PredictionOutput, has_length
 
 from .cpu import threads_per_process
 from .data.collator import MultiTaskDataCollator
-from .data.sampling import ShuffledLengthGroupedSampler, TaskHomogeneousSampler, task_groups
+from .data.sampling import split_by_task, training_sampler
 from .errors import HfMtlError
 from .heads import IGNORE_INDEX
 from .loss_weighting import LossWeighting, balance_weights, dwa_weights, mean_pairwise_cosine, pcgrad_project
@@ -76,6 +76,12 @@ class MultiTaskTrainer(Trainer):
             # A stream is read by every process, each keeping its own shard (by file, else by batch), rather than
             # read by the first process alone and sent to the others.
             args.accelerator_config.dispatch_batches = False
+        if getattr(args, "batch_composition", "mixed") == "per_task" and isinstance(
+            kwargs.get("train_dataset"), Dataset
+        ):
+            # Every step trains one task: a jointly labelled row comes once per task it labels.
+            label_keys = [task.label_key for task in model.task_specs]
+            kwargs["train_dataset"] = split_by_task(kwargs["train_dataset"], label_keys)
         if data_collator is None and processing_class is not None and model is not None:
             token_keys = [task.label_key for task in model.config.task_specs if task.is_token_task]
             data_collator = MultiTaskDataCollator(processing_class, token_label_names=token_keys)
@@ -104,34 +110,14 @@ class MultiTaskTrainer(Trainer):
         self.final_metrics: dict[str, float] = {}  # the last evaluate / predict results, for the model card
 
     def _get_train_sampler(self, train_dataset=None) -> torch.utils.data.Sampler | None:
-        per_task = getattr(self.args, "batch_composition", "mixed") == "per_task"
-        if self.args.train_sampling_strategy != "group_by_length" and not per_task:
-            return super()._get_train_sampler(train_dataset)
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         # The Trainer drops the columns the model does not take (`length` among them) before it asks for a
         # sampler; the original training set has the same rows in the same order, and still has `length`.
         original = self.train_dataset
         if original is not None and has_length(dataset) and has_length(original) and len(original) == len(dataset):
             dataset = original
-        lengths = self._row_lengths(dataset) if self.args.train_sampling_strategy == "group_by_length" else None
-        if per_task:
-            if not has_length(dataset):
-                raise HfMtlError("--batch_composition per_task needs a map-style training set (not a stream)")
-            columns = {task.label_key: dataset[task.label_key] for task in self.task_specs}
-            return TaskHomogeneousSampler(task_groups(columns), self.args.train_batch_size, lengths)
-        if lengths is None:
-            return super()._get_train_sampler(train_dataset)
-        batch_size = self.args.train_batch_size * self.args.gradient_accumulation_steps
-        return ShuffledLengthGroupedSampler(lengths, batch_size)
-
-    def _row_lengths(self, dataset) -> list[int] | None:
-        """Each row's length, from the `length` column (hf_mtl's tokenisation writes it) or `input_ids`."""
-        columns = getattr(dataset, "column_names", None) or []
-        if self.args.length_column_name in columns:
-            return list(dataset[self.args.length_column_name])
-        if "input_ids" in columns:
-            return [len(ids) for ids in dataset["input_ids"]]
-        return None
+        sampler = training_sampler(dataset, self.args, [task.label_key for task in self.task_specs])
+        return sampler if sampler is not None else super()._get_train_sampler(train_dataset)
 
     def _get_eval_sampler(self, eval_dataset) -> torch.utils.data.Sampler | None:
         # Row i of `predict()`'s output must be row i of the dataset (predictions.jsonl is written from it).
@@ -297,6 +283,7 @@ class MultiTaskTrainer(Trainer):
             window = self._reduce_task_losses("train")
             logs.update({f"{task}_loss": loss for task, loss in window.items()})
             logs.update({f"weight_{task}": weight for task, weight in self.current_task_weights().items()})
+            logs.update({f"grad_norm_{task}": norm for task, norm in self._grad_norms.items()})
             logs.update(self._reduce(self._diagnostics, ["grad_cosine"]))
             self._window_history.append(window)
             if self.weighting == LossWeighting.DWA:

@@ -80,7 +80,7 @@ def test_trainer_groups_by_length_and_sets_threads(tiny_model, tokenizer, demo_t
         grouped = MultiTaskTrainer(
             model=tiny_model,
             args=MultiTaskTrainingArguments(
-                output_dir=str(tmp_path), per_device_train_batch_size=8, torch_num_threads=1
+                output_dir=str(tmp_path), per_device_train_batch_size=8, torch_num_threads=1, batch_composition="mixed"
             ),
             train_dataset=demo_train,
             processing_class=tokenizer,

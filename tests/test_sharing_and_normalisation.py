@@ -12,7 +12,7 @@ from transformers import AlbertConfig, BertConfig, BertModel, BertTokenizerFast
 from hf_mtl import MultiTaskConfig, MultiTaskModel, MultiTaskTrainer
 from hf_mtl.arguments import MultiTaskTrainingArguments
 from hf_mtl.data.collator import MultiTaskDataCollator
-from hf_mtl.data.sampling import TaskHomogeneousSampler, task_groups
+from hf_mtl.data.sampling import TaskHomogeneousSampler, split_by_task, task_groups
 from hf_mtl.errors import HfMtlError
 from hf_mtl.loss_weighting import balance_weights
 
@@ -68,6 +68,7 @@ def test_gradient_accumulation_gives_the_loss_and_gradient_of_the_pooled_batch(t
         per_device_train_batch_size=2,
         gradient_accumulation_steps=2,
         train_sampling_strategy="sequential",
+        batch_composition="mixed",
         report_to="none",
     )
     trainer = MultiTaskTrainer(model, args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
@@ -240,3 +241,32 @@ def test_grad_balance_measures_each_task_gradient_norm_on_the_encoder(tiny_dir, 
     torch.testing.assert_close(loss, expected_loss.detach(), rtol=1e-5, atol=1e-6)
     with pytest.raises(HfMtlError, match="--grad_balance_steps must be at least 1"):
         MultiTaskTrainingArguments(output_dir=str(tmp_path), grad_balance_steps=0)
+
+
+def test_split_by_task_gives_a_jointly_labelled_row_one_copy_per_task():
+    rows = [
+        {"input_ids": [2, 7, 3], "sentiment_labels": 1, "ner_labels": [-100, 3, -100]},  # both tasks
+        {"input_ids": [2, 8, 3], "sentiment_labels": 0, "ner_labels": [-100, -100, -100]},  # sentiment only
+        {"input_ids": [2, 9, 3], "sentiment_labels": -100, "ner_labels": [-100, 0, -100]},  # NER only
+    ]
+    split = split_by_task(Dataset.from_list(rows), ["sentiment_labels", "ner_labels"])
+    assert split.to_list() == [
+        {"input_ids": [2, 7, 3], "sentiment_labels": 1, "ner_labels": [-100, -100, -100]},
+        {"input_ids": [2, 7, 3], "sentiment_labels": -100, "ner_labels": [-100, 3, -100]},
+        rows[1],
+        rows[2],
+    ]
+    singles = Dataset.from_list(rows[1:])
+    assert split_by_task(singles, ["sentiment_labels", "ner_labels"]) is singles
+
+
+def test_batch_composition_defaults_to_per_task_except_for_within_batch_gradient_comparisons(tmp_path):
+    def composition(**kwargs) -> str:
+        return MultiTaskTrainingArguments(output_dir=str(tmp_path), **kwargs).batch_composition
+
+    assert composition() == "per_task"
+    assert composition(loss_weighting="grad_balance") == "per_task"
+    assert composition(loss_weighting="pcgrad") == "mixed"
+    assert composition(log_grad_cosine=True) == "mixed"
+    with pytest.raises(HfMtlError, match="--loss_weighting pcgrad compares the tasks' gradients within a batch"):
+        composition(loss_weighting="pcgrad", batch_composition="per_task")

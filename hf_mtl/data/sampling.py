@@ -1,11 +1,16 @@
-"""Length-grouped batches in a random order: little padding, and no drift from long to short rows."""
+"""Training samplers: length-grouped batches in a random order (little padding, no drift from long to short rows),
+and per-task batches (every step trains one task)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 import torch
+from datasets import Dataset
 from torch.utils.data import Sampler
+
+from ..errors import HfMtlError
+from ..heads import IGNORE_INDEX
 
 
 class ShuffledLengthGroupedSampler(Sampler[int]):
@@ -110,6 +115,33 @@ class TaskHomogeneousSampler(Sampler[int]):
             yield from batches[position]
 
 
+def split_by_task(dataset: Dataset, label_keys: list[str]) -> Dataset:
+    """One row per (row, labelled task): a row that labels several tasks (a jointly labelled corpus) becomes one copy
+    per task, each with the other tasks' labels set to -100; rows labelling one task are kept as they are. With
+    per-task batches, every optimizer step then trains one task, as in that task's single-task run."""
+
+    def labelled(value) -> bool:
+        return any(label != IGNORE_INDEX for label in value) if isinstance(value, list) else value != IGNORE_INDEX
+
+    def masked(value):
+        return [IGNORE_INDEX] * len(value) if isinstance(value, list) else IGNORE_INDEX
+
+    if not any(sum(labelled(row[key]) for key in label_keys) > 1 for row in dataset.select_columns(label_keys)):
+        return dataset
+
+    def split(batch: dict[str, list]) -> dict[str, list]:
+        out: dict[str, list] = {column: [] for column in batch}
+        for index in range(len(batch[label_keys[0]])):
+            tasks = [key for key in label_keys if labelled(batch[key][index])] or label_keys[:1]
+            for task in tasks:
+                for column, values in batch.items():
+                    keep = column not in label_keys or column == task or len(tasks) == 1
+                    out[column].append(values[index] if keep else masked(values[index]))
+        return out
+
+    return dataset.map(split, batched=True, desc="One copy per task of jointly labelled rows")
+
+
 def task_groups(label_columns: dict[str, list]) -> list[int]:
     """Each row's task group: rows that label the same set of tasks share a group. `label_columns` maps each task's
     label key to its column (an int per row for sentence tasks, a list per row for token tasks; -100 = no label)."""
@@ -124,4 +156,41 @@ def task_groups(label_columns: dict[str, list]) -> list[int]:
     return groups
 
 
-__all__ = ["ShuffledLengthGroupedSampler", "TaskHomogeneousSampler", "task_groups"]
+def training_sampler(dataset, args, label_keys: list[str]) -> Sampler[int] | None:
+    """hf_mtl's training sampler for `args` (a [`MultiTaskTrainingArguments`]): per-task batches under
+    `batch_composition="per_task"` (length-grouped inside a task under `train_sampling_strategy="group_by_length"`),
+    else length-grouped batches in a random order under `group_by_length`, else `None` (the Trainer's own).
+
+    Args:
+        dataset: The training set, with each task's label column (`label_keys`) and, for length grouping, a `length`
+            (or `input_ids`) column.
+        args: The training arguments.
+        label_keys (`list[str]`): The tasks' label columns (`sentiment_labels`, `ner_labels`).
+    """
+    per_task = getattr(args, "batch_composition", "mixed") == "per_task"
+    if per_task and not hasattr(dataset, "__len__"):
+        raise HfMtlError("--batch_composition per_task needs a map-style training set (not a stream)")
+    if args.train_sampling_strategy != "group_by_length" and not per_task:
+        return None
+    columns = getattr(dataset, "column_names", None) or []
+    lengths = None
+    if args.train_sampling_strategy == "group_by_length":
+        if args.length_column_name in columns:
+            lengths = list(dataset[args.length_column_name])
+        elif "input_ids" in columns:
+            lengths = [len(ids) for ids in dataset["input_ids"]]
+    if per_task:
+        groups = task_groups({key: dataset[key] for key in label_keys})
+        return TaskHomogeneousSampler(groups, args.train_batch_size, lengths)
+    if lengths is None:
+        return None
+    return ShuffledLengthGroupedSampler(lengths, args.train_batch_size * args.gradient_accumulation_steps)
+
+
+__all__ = [
+    "ShuffledLengthGroupedSampler",
+    "TaskHomogeneousSampler",
+    "split_by_task",
+    "task_groups",
+    "training_sampler",
+]
