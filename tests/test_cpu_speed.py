@@ -148,6 +148,20 @@ def test_throughput_benchmark_quick(tmp_path):
     assert "b/a, defaults / naive" in result.stdout
 
 
+@pytest.mark.integration
+def test_training_overhead_benchmark_quick(tmp_path):
+    output = tmp_path / "training_overhead.json"
+    result = run_quick_benchmark("training_overhead.py", output)
+    results = json.loads(output.read_text())
+    assert [run["mode"] for run in results["runs"]] == ["defaults", "plain"]
+    assert results["same_batches"] is True
+    assert set(results["profiles"]) == {"defaults", "plain"}
+    assert all(entry.startswith("aten::") for entry in results["profiles"]["defaults"][:3])
+    defaults, plain = (run["window_seconds"] for run in results["runs"])
+    assert results["ratio_b_over_d_paired_by_window"] == pytest.approx(sum(plain) / sum(defaults))
+    assert "b/d, paired by window" in result.stdout
+
+
 def test_prediction_keeps_the_data_order_under_length_grouping(tiny_model, tokenizer, demo_train, tmp_path):
     from hf_mtl import preprocess_logits_for_metrics
 

@@ -1,3 +1,4 @@
+import itertools
 import math
 
 import pytest
@@ -29,6 +30,8 @@ def _trainer(model, tokenizer, tmp_path, train, evaluation, **overrides):
         per_device_train_batch_size=8,
         per_device_eval_batch_size=16,
         learning_rate=overrides.pop("learning_rate", 1e-3),
+        # These tests read both tasks' losses off every step: batches that hold both tasks.
+        batch_composition=overrides.pop("batch_composition", "mixed"),
         logging_steps=overrides.pop("logging_steps", 4),
         eval_strategy="steps",
         eval_steps=4,
@@ -67,6 +70,16 @@ def test_training_logs_each_task_loss_and_changes_every_parameter(tiny_model, to
         assert {"eval_ner_PER_f1", "eval_combined_score"} <= set(log)
     unchanged = [name for name, p in tiny_model.named_parameters() if torch.equal(p, before[name])]
     assert unchanged == []
+
+
+def test_per_task_batches_train_each_jointly_labelled_row_once_per_task(tiny_model, tokenizer, demo, tmp_path):
+    trainer = _trainer(
+        tiny_model, tokenizer, tmp_path, demo["train"], demo["validation"], batch_composition="per_task"
+    )
+    assert len(trainer.train_dataset) == 2 * len(demo["train"])  # every demo row labels both tasks
+    for batch in itertools.islice(trainer.get_train_dataloader(), 10):
+        labelled = [bool((batch[f"{task}_labels"] != -100).any()) for task in ("sentiment", "ner")]
+        assert sum(labelled) == 1
 
 
 def test_evaluation_on_a_one_task_dataset(tiny_model, tokenizer, demo, tmp_path):
