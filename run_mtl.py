@@ -131,7 +131,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Mul
         result = trainer.train(resume_from_checkpoint=resume_from)
         trainer.save_model(_internal_call=True)  # saved here, pushed once at the end with the card
         seen = result.global_step * training_args.train_batch_size * training_args.gradient_accumulation_steps
-        metrics = {**result.metrics, "train_samples": seen if data_args.streaming else len(data.train)}
+        metrics = {**result.metrics, "train_samples": seen if data_args.streaming else len(trainer.train_dataset)}
         trainer.log_metrics("train", metrics)
         trainer.save_metrics("train", metrics)
         trainer.save_state()

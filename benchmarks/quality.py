@@ -401,7 +401,11 @@ def summary_tables(results: dict) -> tuple[str, dict]:
             per_seed = {}
             for row in group:
                 per_seed[row["seed"]] = per_seed.get(row["seed"], 0.0) + row["train_seconds"]
-            time_cell = fmt(stats(list(per_seed.values())), 1, 0)
+            # A run whose time was disturbed (the machine shared, or paused) keeps its scores, not its time.
+            timed = [
+                t for seed, t in per_seed.items() if not any(r.get("time_note") for r in group if r["seed"] == seed)
+            ]
+            time_cell = fmt(stats(timed), 1, 0)
             lines.append(f"| {run_name} | " + " | ".join(cells) + f" | {time_cell} | {len(per_seed)} |")
         lines.append("")
         targets[name] = setting_targets(mine, setting)
@@ -424,8 +428,9 @@ def setting_targets(rows: list[dict], setting: Setting) -> dict:
                 "std_ratio": round(mine["std"] / theirs["std"], 2) if theirs["std"] else None,
                 "seeds": min(mine["n"], theirs["n"]),
             }
-    seeds = {row["seed"] for row in multi} & {row["seed"] for row in plain}
-    if seeds:
+    disturbed = {row["seed"] for row in multi + plain if row.get("time_note")}
+    seeds = ({row["seed"] for row in multi} & {row["seed"] for row in plain}) - disturbed
+    if seeds and len({row["task"] for row in plain}) == len(setting.tasks):
         multi_time = statistics.fmean(row["train_seconds"] for row in multi if row["seed"] in seeds)
         plain_time = sum(row["train_seconds"] for row in plain if row["seed"] in seeds) / len(seeds)
         out["time_ratio_multi_over_plain_pair"] = round(multi_time / plain_time, 3)
@@ -462,7 +467,8 @@ def markdown(results: dict, command: str) -> str:
         [
             f"Command: `{command}` (run from the repository root; last run {results.get('date')}, "
             f"{results.get('cpu', 'CPU unknown')}). Scores are percentages, mean ± std over seeds (accuracy for "
-            "sentiment, seqeval entity F1 for NER and aspects); train time excludes the per-epoch evaluations.",
+            "sentiment, seqeval entity F1 for NER and aspects); train time excludes the per-epoch evaluations, and "
+            "leaves out runs whose `time_note` in the results file says the machine was shared or paused.",
             "",
             tables,
             "Targets (multi = hf_mtl's default multi-task run; plain = (a)):",

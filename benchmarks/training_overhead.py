@@ -20,6 +20,7 @@ import json
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -115,6 +116,70 @@ def one_mode(mode: str, n_windows: int, window_steps: int, profile: bool) -> dic
     }
 
 
+def interleaved(steps: int) -> dict:
+    """(b) and (d) in one process, step by step on the same batch: each step of each is timed from the loss-kwargs
+    count to the optimizer step (the Trainer's `training_step`, gradient clipping, `optimizer.step`, scheduler,
+    `zero_grad`), in the order b d, d b, b d, ... so that drift and warm caches fall on both alike. Returns each
+    step's seconds per mode."""
+    import datasets
+    import torch
+    import transformers
+    import yaml
+    from transformers import AutoModelForTokenClassification, DataCollatorForTokenClassification
+
+    from hf_mtl import MultiTaskModel, MultiTaskTrainer, load_tokenizer
+    from hf_mtl.arguments import MultiTaskTrainingArguments
+    from hf_mtl.data.collator import MultiTaskDataCollator
+    from hf_mtl.data.sampling import training_sampler
+    from hf_mtl.packaged_encoder import MINILM, resolve_encoder
+    from hf_mtl.tasks import parse_tasks
+
+    transformers.logging.set_verbosity_error()
+    datasets.disable_progress_bars()
+    encoder = resolve_encoder(MINILM.hub_id)
+    tokenizer = load_tokenizer(encoder)
+    tasks = parse_tasks(yaml.safe_load(CONFIG.read_text())["tasks"])
+    ner = next(task for task in tasks if task.is_token_task)
+    corpus = load_corpus(tokenizer, tasks, rows=CORPUS_ROWS)
+    plain_corpus = plain_token_corpus(corpus)
+    output_dir = tempfile.mkdtemp()
+    args = MultiTaskTrainingArguments(output_dir=output_dir, learning_rate=2e-4, report_to="none", save_strategy="no")
+    torch.manual_seed(0)
+    order = list(training_sampler(corpus, args, [t.label_key for t in tasks]))
+    size = args.per_device_train_batch_size
+    chunks = [order[i : i + size] for i in range(0, len(order), size)][: WARMUP_STEPS + steps]
+    multitask_collator = MultiTaskDataCollator(tokenizer, [t.label_key for t in tasks if t.is_token_task])
+    plain_collator = DataCollatorForTokenClassification(tokenizer)
+    torch.manual_seed(0)
+    multitask = MultiTaskModel.from_encoder(encoder, [t.to_dict() for t in tasks], sentence_pooling="mean")
+    torch.manual_seed(0)
+    plain = AutoModelForTokenClassification.from_pretrained(encoder, num_labels=len(ner.labels))
+    trainers = {
+        "defaults": (MultiTaskTrainer(model=multitask, args=args), multitask_collator, corpus),
+        "plain": (transformers.Trainer(model=plain, args=args), plain_collator, plain_corpus),
+    }
+    for trainer, _, _ in trainers.values():
+        trainer.create_optimizer_and_scheduler(num_training_steps=len(chunks))
+        trainer.current_gradient_accumulation_steps = 1
+        trainer.model.train()
+    seconds: dict[str, list[float]] = {mode: [] for mode in MODES}
+    for step, chunk in enumerate(chunks):
+        modes = MODES if step % 2 == 0 else MODES[::-1]
+        for mode in modes:
+            trainer, collator, rows = trainers[mode]
+            batch = collator([{k: v for k, v in rows[i].items() if k != "length"} for i in chunk])
+            started = time.perf_counter()
+            num_items = trainer._get_num_items_in_batch([batch], trainer.args.device)
+            trainer.training_step(trainer.model, batch, num_items)
+            torch.nn.utils.clip_grad_norm_(trainer.model.parameters(), trainer.args.max_grad_norm)
+            trainer.optimizer.step()
+            trainer.lr_scheduler.step()
+            trainer.model.zero_grad()
+            if step >= WARMUP_STEPS:
+                seconds[mode].append(time.perf_counter() - started)
+    return {"step_seconds": seconds, "steps": steps}
+
+
 def _with_callbacks(trainer_class, callbacks):
     class WithCallbacks(trainer_class):
         def __init__(self, *args, **kwargs):
@@ -132,6 +197,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window_steps", type=int, default=None, help="steps per window (default 20)")
     parser.add_argument("--output", type=Path, default=None)
     parser.add_argument("--docs", type=Path, default=None)
+    parser.add_argument("--steps", type=int, default=None, help="interleaved steps per mode (default 60, quick 4)")
+    parser.add_argument(
+        "--only_interleaved", action="store_true", help="only the interleaved step-by-step comparison (prints it)"
+    )
     parser.add_argument("--one_mode", choices=MODES, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--profile", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -143,6 +212,14 @@ def main(argv: list[str] | None = None) -> int:
     missing = [name for name in NEEDED if not (DATA / name).is_file()]
     if missing:
         print(f"SKIPPED: the real corpora are not available ({DATA / missing[0]} is missing); see ../shared/data")
+        return 0
+    if args.only_interleaved:
+        step_seconds = interleaved(args.steps or (4 if args.quick else 60))["step_seconds"]
+        total = {mode: sum(values) for mode, values in step_seconds.items()}
+        print(
+            f"interleaved: d/b = {total['plain']:.2f} s / {total['defaults']:.2f} s = "
+            f"{total['plain'] / total['defaults']:.3f}x"
+        )
         return 0
 
     def child(mode: str, profile: bool = False) -> dict:
@@ -170,6 +247,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     paired = sum(window_medians["plain"]) / sum(window_medians["defaults"])
     profiles = {mode: child(mode, profile=True)["profile"] for mode in MODES}
+    steps = args.steps or (4 if args.quick else 60)
+    step_seconds = interleaved(steps)["step_seconds"]
+    step_ratios = [d / b for b, d in zip(step_seconds["defaults"], step_seconds["plain"])]
+    interleaved_ratio = sum(step_seconds["plain"]) / sum(step_seconds["defaults"])
     machine = cpu_description()
     command = "python benchmarks/training_overhead.py" + (" --quick" if args.quick else "")
     command += f" --rounds {args.rounds}" if args.rounds else ""
@@ -194,6 +275,13 @@ def main(argv: list[str] | None = None) -> int:
         f"medians over (d)'s: {statistics.median(medians['defaults']):.1f} / "
         f"{statistics.median(medians['plain']):.1f} ex/s = {ratio:.3f}×.",
         "",
+        f"Interleaved in one process, step by step on the same batch (b d, d b, ...; {steps} steps each after "
+        f"{WARMUP_STEPS} warm-up steps, each timed from the loss-kwargs count to `zero_grad`): (d)'s total time "
+        f"over (b)'s = {sum(step_seconds['plain']):.2f} s / {sum(step_seconds['defaults']):.2f} s = "
+        f"**{interleaved_ratio:.3f}×** (target ≥ 1.0: {'met' if interleaved_ratio >= 1.0 else 'missed'}); per-step "
+        f"ratios d/b: median {statistics.median(step_ratios):.3f}, min {min(step_ratios):.3f}, "
+        f"max {max(step_ratios):.3f}.",
+        "",
         "Top entries of one profiled training step (self CPU time), (b) then (d):",
         "",
     ]
@@ -208,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         "same_batches": same_batches,
         "ratio_b_over_d": ratio,
         "ratio_b_over_d_paired_by_window": paired,
+        "interleaved": {"step_seconds": step_seconds, "ratio_b_over_d": interleaved_ratio},
         "profiles": profiles,
     }
     return finish(args, results, "\n".join(lines), "training_overhead", "Training overhead over the plain Trainer")

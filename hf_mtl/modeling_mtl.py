@@ -221,9 +221,13 @@ class MultiTaskModel(MultiTaskPreTrainedModel):
         if len(self.task_layers):
             logits = self.task_layer_logits(encoder_outputs, attention_mask, task_labels)
         else:
+            # In training, a task the batch does not label (every batch under per-task batches) is skipped.
+            active = [task for task in specs if not self.skips(task, task_labels)]
             sequence_output = encoder_outputs.last_hidden_state
-            pooled_output = self.sentence_representation(encoder_outputs, attention_mask)
-            logits = {task.name: self.heads[task.name](sequence_output, pooled_output) for task in specs}
+            pooled_output = None
+            if any(not task.is_token_task for task in active):
+                pooled_output = self.sentence_representation(encoder_outputs, attention_mask)
+            logits = {task.name: self.heads[task.name](sequence_output, pooled_output) for task in active}
 
         loss, task_losses = None, None
         labelled = [task for task in specs if task_labels.get(task.label_key) is not None]
@@ -233,7 +237,7 @@ class MultiTaskModel(MultiTaskPreTrainedModel):
             for task in labelled:
                 labels = task_labels[task.label_key]
                 num_items = counts.get(task.name)
-                if task.name not in logits:  # a training batch with no label for this task skipped its layers
+                if task.name not in logits:  # a training batch with no label for this task skipped it
                     task_losses[task.name] = shares[task.name] = encoder_outputs.last_hidden_state.new_zeros(())
                     continue
                 task_losses[task.name] = self.heads[task.name].loss(
@@ -242,6 +246,9 @@ class MultiTaskModel(MultiTaskPreTrainedModel):
                 labelled_here = (labels != IGNORE_INDEX).sum()
                 shares[task.name] = labelled_here / (labelled_here if num_items is None else num_items).clamp(min=1)
             loss = self.combine_losses(task_losses, shares)
+            if not loss.requires_grad and torch.is_grad_enabled() and self.training:
+                # No task labelled anything (every one was skipped): a zero loss that backward still goes through.
+                loss = loss + 0.0 * encoder_outputs.last_hidden_state.sum()
 
         output = MultiTaskModelOutput(
             loss=loss,
@@ -293,8 +300,7 @@ class MultiTaskModel(MultiTaskPreTrainedModel):
         args, kwargs = shared_layer.__dict__.pop("_hf_mtl_layer_inputs")
         logits = {}
         for task in self.task_specs:
-            labels = task_labels.get(task.label_key)
-            if self.training and labels is not None and not bool((labels != IGNORE_INDEX).any()):
+            if self.skips(task, task_labels):
                 continue
             hidden = encoder_outputs.last_hidden_state
             for layer in self.task_layers[task.name]:
@@ -307,6 +313,12 @@ class MultiTaskModel(MultiTaskPreTrainedModel):
                 pooled = pooler(hidden) if use_pooler else self.pool(hidden, attention_mask)
             logits[task.name] = self.heads[task.name](hidden, pooled)
         return logits
+
+    def skips(self, task: TaskSpec, task_labels: dict[str, torch.Tensor | None]) -> bool:
+        """In training, a task whose labels are given and all -100 is not computed: it would add nothing to the loss
+        or the gradients. In evaluation and inference every task is."""
+        labels = task_labels.get(task.label_key)
+        return self.training and labels is not None and not bool((labels != IGNORE_INDEX).any())
 
     def sentence_representation(self, encoder_outputs, attention_mask: torch.Tensor | None) -> torch.Tensor:
         """What sentence heads read, per `config.sentence_pooling`: pooled [CLS], [CLS] state or masked mean."""

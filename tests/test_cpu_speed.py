@@ -160,6 +160,9 @@ def test_training_overhead_benchmark_quick(tmp_path):
     defaults, plain = (run["window_seconds"] for run in results["runs"])
     assert results["ratio_b_over_d_paired_by_window"] == pytest.approx(sum(plain) / sum(defaults))
     assert "b/d, paired by window" in result.stdout
+    steps = results["interleaved"]["step_seconds"]
+    assert len(steps["defaults"]) == len(steps["plain"]) == 4
+    assert results["interleaved"]["ratio_b_over_d"] == pytest.approx(sum(steps["plain"]) / sum(steps["defaults"]))
 
 
 def test_prediction_keeps_the_data_order_under_length_grouping(tiny_model, tokenizer, demo_train, tmp_path):

@@ -47,7 +47,8 @@ def test_batch_labelled_for_one_task_gives_finite_loss_and_gradients(tiny_model,
     absent = {"sentiment_only": "ner", "ner_only": "sentiment", "nothing": None}[which]
     if absent:
         assert out.task_losses[absent].item() == 0.0
-        assert tiny_model.heads[absent].classifier.weight.grad.abs().sum() == 0
+        # In training, the head of a task the batch does not label is not run at all.
+        assert absent not in out.logits and tiny_model.heads[absent].classifier.weight.grad is None
         present = "sentiment" if absent == "ner" else "ner"
         assert tiny_model.heads[present].classifier.weight.grad.abs().sum() > 0
     else:

@@ -90,7 +90,8 @@ def test_quality_benchmark_quick(tmp_path):
         "absa/single/aspects/seed0", "absa/multi/seed0",
     }  # fmt: skip
     multi = results["runs"]["absa/multi/seed0"]
-    assert multi["train_examples"] == 48 and 0 <= multi["aspects_test"] <= 1 and 0 <= multi["sentiment_test"] <= 1
+    # 48 jointly labelled rows, each trained once per task (per-task batches, the default).
+    assert multi["train_examples"] == 96 and 0 <= multi["aspects_test"] <= 1 and 0 <= multi["sentiment_test"] <= 1
     assert "aspects_dev" not in results["runs"]["absa/plain/sentiment/seed0"]
     target = results["targets"]["absa"]["aspects"]
     plain = results["runs"]["absa/plain/aspects/seed0"]
