@@ -502,6 +502,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=None, help="subsets and run folders (default: a temp dir)")
     parser.add_argument("--output", type=Path, default=None, help="results JSON (default benchmarks/results/)")
     parser.add_argument("--docs", type=Path, default=None, help="markdown to update (default docs/BENCHMARKS.md)")
+    parser.add_argument(
+        "--report_only", action="store_true", help="train nothing: rewrite the tables from the results file"
+    )
     parser.add_argument("--speed_settings", action="store_true", help="instead: the speed settings' accuracy cost")
     args = parser.parse_args(argv)
     known = SPEED_SETTINGS if args.speed_settings else SETTINGS
@@ -531,7 +534,7 @@ def main(argv: list[str] | None = None) -> int:
     results.update(date=time.strftime("%Y-%m-%d"), cpu=cpu_name(), hyperparameters=HYPERPARAMETERS)
     results["epochs"] = {name: 1 if args.quick else SETTINGS[name].epochs for name in SETTINGS}
     command = "python benchmarks/quality.py" + (" --quick" if args.quick else "")
-    for setting, run_name, task, seed in planned_runs(names, runs, seeds):
+    for setting, run_name, task, seed in [] if args.report_only else planned_runs(names, runs, seeds):
         key = run_key(setting, run_name, task, seed)
         if key in results["runs"]:
             continue
