@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import datasets
+import torch
 import transformers
 from transformers import EarlyStoppingCallback, set_seed
 from transformers.trainer_utils import get_last_checkpoint
@@ -186,6 +187,11 @@ def cli() -> int:
             raise
         print(f"run_mtl.py: error: {err}", file=sys.stderr)
         return 2
+    finally:
+        # Under torchrun, tear the process group down before the interpreter exits: left to the C++ destructors at
+        # exit, its gloo threads can abort the process ("terminate called without an active exception").
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
     return 0
 
 

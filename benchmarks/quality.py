@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -261,18 +262,28 @@ def execute(setting: str, run_name: str, task: str | None, seed: int, config: Pa
         if "+" in run_name:
             extra += CANDIDATES[run_name.split("+", 1)[1]]
         command = [sys.executable, "run_mtl.py", str(config), "--output_dir", str(output_dir), *common, *extra]
-    started = time.perf_counter()
+    started, cpu_before = time.perf_counter(), cpu_seconds_of_children()
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     if result.returncode != 0:
         raise SystemExit(
             f"{run_key(setting, run_name, task, seed)} failed:\n{' '.join(command)}\n{result.stderr[-3000:]}"
         )
     row = read_run(output_dir, SETTINGS[setting].tasks, epochs)
+    wall = time.perf_counter() - started
+    # CPU seconds per wall second of the run's process: near the thread count (2 here) on an idle machine, lower
+    # when something else shared the cores.
+    cpu_per_wall = (cpu_seconds_of_children() - cpu_before) / wall
     row.update(
-        setting=setting, run=run_name, task=task, seed=seed, process_seconds=round(time.perf_counter() - started)
-    )
+        setting=setting, run=run_name, task=task, seed=seed, process_seconds=round(wall),
+        cpu_per_wall=round(cpu_per_wall, 2),
+    )  # fmt: skip
     shutil.rmtree(output_dir, ignore_errors=True)
     return row
+
+
+def cpu_seconds_of_children() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def plain_run(argv: list[str]) -> int:
