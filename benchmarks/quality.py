@@ -125,7 +125,7 @@ SETTINGS = {
     ),
 }
 # (e): one change each against the defaults. `mixed` is the previous default (rows of every corpus in a batch, a
-# jointly labelled row trained on every task at once); temperature sampling changes nothing on one corpus (absa).
+# jointly labelled row trained on every task at once).
 CANDIDATES = {
     "mixed": ["--batch_composition", "mixed"],
     "mixed+grad_balance": ["--batch_composition", "mixed", "--loss_weighting", "grad_balance"],
@@ -141,8 +141,10 @@ CANDIDATES = {
     "head_lr_1e-3": ["--head_learning_rate", "1e-3"],
     "pooling_mean": ["--sentence_pooling", "mean"],
     "temperature_2": ["--mixing_strategy", "temperature", "--mixing_temperature", "2"],
+    "annealed": ["--annealed_sampling", "true"],
 }
-SINGLE_CORPUS_NO_OP = {"temperature_2"}
+# One corpus labelling both tasks: each task has every row, so the shares are equal whatever the sampling.
+SINGLE_CORPUS_NO_OP = {"temperature_2", "annealed"}
 DEFAULT_RUNS = ["plain", "single", "multi"]
 ALL_RUNS = ["plain", "single", "single_random", "multi", *[f"multi+{name}" for name in CANDIDATES]]
 QUICK_LIMITS = ["--max_train_samples", "48", "--max_eval_samples", "32", "--max_predict_samples", "32"]

@@ -199,6 +199,14 @@ class MultiTaskTrainingArguments(TrainingArguments):
             "choices": ["mixed", "per_task"],
         },
     )
+    annealed_sampling: bool = field(
+        default=False,
+        metadata={
+            "help": "With per-task batches: anneal each task's share of an epoch's batches from proportional to its "
+            "rows (first epoch) to nearly equal (rows^0.2, last epoch), alpha = 1 - 0.8 e / (E - 1) (Stickland & "
+            "Murray 2019). The epoch keeps its number of batches; use it with --mixing_strategy proportional."
+        },
+    )
     bf16: bool | None = field(
         default=None,
         metadata={
@@ -287,6 +295,10 @@ class MultiTaskTrainingArguments(TrainingArguments):
             raise HfMtlError(
                 f"{flag} compares the tasks' gradients within a batch; --batch_composition per_task gives every batch "
                 "one task: use --batch_composition mixed"
+            )
+        if self.annealed_sampling and self.batch_composition != "per_task":
+            raise HfMtlError(
+                "--annealed_sampling sets the shares of per-task batches: use --batch_composition per_task"
             )
         if self.grad_balance_steps < 1:
             raise HfMtlError(f"--grad_balance_steps must be at least 1, got {self.grad_balance_steps}")

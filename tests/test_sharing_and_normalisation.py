@@ -12,7 +12,7 @@ from transformers import AlbertConfig, BertConfig, BertModel, BertTokenizerFast
 from hf_mtl import MultiTaskConfig, MultiTaskModel, MultiTaskTrainer
 from hf_mtl.arguments import MultiTaskTrainingArguments
 from hf_mtl.data.collator import MultiTaskDataCollator
-from hf_mtl.data.sampling import TaskHomogeneousSampler, split_by_task, task_groups
+from hf_mtl.data.sampling import TaskHomogeneousSampler, split_by_task, task_groups, training_epochs
 from hf_mtl.errors import HfMtlError
 from hf_mtl.loss_weighting import balance_weights
 
@@ -207,6 +207,56 @@ def test_per_task_batches_hold_one_group_each_and_every_row(tmp_path):
         has_sentiment = bool((batch["sentiment_labels"] != -100).any())
         has_ner = bool((batch["ner_labels"] != -100).any())
         assert has_sentiment != has_ner
+
+
+def test_annealed_sampling_moves_the_shares_from_proportional_to_nearly_equal():
+    # 96 and 32 rows, batches of 8: 16 batches per epoch. Over E = 3 epochs alpha is 1, 0.6, 0.2, and the shares
+    # 3^a / (3^a + 1) of 16 batches are 12 | 4, 10.55 | 5.45 -> 11 | 5, 8.88 | 7.12 -> 9 | 7 (largest remainder).
+    groups = [0] * 96 + [1] * 32
+    sampler = TaskHomogeneousSampler(groups, batch_size=8, generator=torch.Generator().manual_seed(0), num_epochs=3)
+    for epoch, expected in enumerate([(12, 4), (11, 5), (9, 7)]):
+        sampler.set_epoch(epoch)
+        order = list(sampler)
+        assert len(order) == len(sampler) == 128  # the epoch keeps its length
+        batches = [order[i : i + 8] for i in range(0, 128, 8)]
+        assert all(len({groups[i] for i in batch}) == 1 for batch in batches)
+        counts = [sum(groups[batch[0]] == g for batch in batches) for g in (0, 1)]
+        assert tuple(counts) == expected
+        # The small group's rows all come before any repeats; the large group's 88 or 72 rows never repeat.
+        small = [i for i in order if groups[i] == 1]
+        assert set(small) == set(range(96, 128)) and max(small.count(i) for i in small) <= 2
+        large = [i for i in order if groups[i] == 0]
+        assert len(set(large)) == len(large)
+    args = MultiTaskTrainingArguments(output_dir="unused", max_steps=20, report_to="none")
+    assert training_epochs(args, num_batches=8) == 3  # 8 steps per epoch: 20 steps begin a third epoch
+    with pytest.raises(HfMtlError, match="--annealed_sampling sets the shares of per-task batches"):
+        MultiTaskTrainingArguments(
+            output_dir="unused", annealed_sampling=True, batch_composition="mixed", report_to="none"
+        )
+
+
+def test_annealed_sampling_through_the_trainer_follows_the_epoch(tmp_path):
+    # 24 sentiment rows and 8 NER rows, batches of 4: 6 | 2 batches in epoch 0 (alpha 1); in epoch 2 of 3 (alpha 0.2)
+    # 8 * 3^0.2 / (3^0.2 + 1) = 4.44 | 3.56 -> 4 | 4. The Trainer tells the sampler the epoch; each step logs the task
+    # it trained.
+    rows = [{"input_ids": [2, 4 + i % 4, 3], "sentiment_labels": i % 2, "ner_labels": [-100] * 3} for i in range(24)]
+    rows += [{"input_ids": [2, 6, 7, 3], "sentiment_labels": -100, "ner_labels": [-100, 0, 1, -100]}] * 8
+    args = MultiTaskTrainingArguments(
+        output_dir=str(tmp_path), per_device_train_batch_size=4, num_train_epochs=3, annealed_sampling=True,
+        logging_steps=1, report_to="none", disable_tqdm=True, save_strategy="no",
+    )  # fmt: skip
+    tokenizer = BertTokenizerFast(
+        vocab={t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]"] + list("abcd"))}
+    )
+    model = MultiTaskModel(_tiny_config())
+    trainer = MultiTaskTrainer(model, args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
+    trainer.train()
+    steps = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert len(steps) == 24
+    per_epoch = [steps[8 * e : 8 * e + 8] for e in range(3)]
+    assert sum("ner_loss" in entry for entry in per_epoch[0]) == 2
+    assert sum("ner_loss" in entry for entry in per_epoch[2]) == 4
+    assert all(("ner_loss" in entry) != ("sentiment_loss" in entry) for entry in steps)
 
 
 def test_balance_weights_give_every_task_the_mean_gradient_norm():

@@ -3,6 +3,7 @@ and per-task batches (every step trains one task)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import torch
@@ -11,6 +12,7 @@ from torch.utils.data import Sampler
 
 from ..errors import HfMtlError
 from ..heads import IGNORE_INDEX
+from .mixing import mixing_probabilities
 
 
 class ShuffledLengthGroupedSampler(Sampler[int]):
@@ -68,11 +70,18 @@ class TaskHomogeneousSampler(Sampler[int]):
     last, partial batch is filled up with other rows of the same group, so that every `batch_size` consecutive
     indices (one batch of the DataLoader) come from one group.
 
+    With `num_epochs`, the shares are annealed instead (Stickland & Murray, 2019): in epoch e (0-based) of E, group
+    g gets a share of the epoch's batches proportional to size_g^alpha, alpha = 1 - 0.8 e / (E - 1): proportional in
+    the first epoch, nearly equal in the last. The number of batches per epoch stays that of the proportional
+    epoch; a group draws its rows for the epoch from a fresh permutation of its rows, repeated if it needs more.
+
     Args:
         groups (`list[int]`): The task group of each row.
         batch_size (`int`): Rows per batch (the per-device batch size: one micro-batch under accumulation).
         lengths (`list[int]`, *optional*): Each row's length, for length-grouped batches inside a group.
         generator (`torch.Generator`, *optional*): Randomness; a new epoch draws a new order from it.
+        num_epochs (`int`, *optional*): Anneal the groups' shares over this many epochs (see above); the Trainer
+            tells the sampler the epoch through `set_epoch`.
     """
 
     def __init__(
@@ -81,17 +90,51 @@ class TaskHomogeneousSampler(Sampler[int]):
         batch_size: int,
         lengths: list[int] | None = None,
         generator: torch.Generator | None = None,
+        num_epochs: int | None = None,
     ):
         self.groups = list(groups)
         self.batch_size = batch_size
         self.lengths = list(lengths) if lengths is not None else None
         self.generator = generator
+        self.num_epochs = num_epochs
+        self.epoch = 0
         self.members: dict[int, list[int]] = {}
         for index, group in enumerate(self.groups):
             self.members.setdefault(group, []).append(index)
+        self.num_batches = sum(-(-len(rows) // self.batch_size) for rows in self.members.values())
 
     def __len__(self) -> int:
-        return sum(-(-len(rows) // self.batch_size) * self.batch_size for rows in self.members.values())
+        return self.num_batches * self.batch_size
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def annealing_alpha(self) -> float:
+        """alpha of the current epoch: 1 - 0.8 e / (E - 1) (1 for a single epoch)."""
+        if not self.num_epochs or self.num_epochs <= 1:
+            return 1.0
+        return 1.0 - 0.8 * min(self.epoch, self.num_epochs - 1) / (self.num_epochs - 1)
+
+    def batches_per_group(self) -> dict[int, int]:
+        """The current epoch's batches per group: `num_batches` split in proportion to size^alpha (largest
+        remainders), at least one per group."""
+        sizes = {group: len(rows) for group, rows in self.members.items()}
+        shares = mixing_probabilities(list(sizes.values()), "temperature", 1.0 / self.annealing_alpha())
+        exact = [share * self.num_batches for share in shares]
+        counts = [max(1, int(value)) for value in exact]
+        by_remainder = sorted(range(len(exact)), key=lambda i: exact[i] - int(exact[i]), reverse=True)
+        for i in by_remainder[: self.num_batches - sum(counts)]:
+            counts[i] += 1
+        while sum(counts) > self.num_batches:  # only when a group was lifted to one batch
+            counts[counts.index(max(counts))] -= 1
+        return dict(zip(sizes, counts))
+
+    def _epoch_rows(self, rows: list[int], batches: int) -> list[int]:
+        needed = batches * self.batch_size
+        drawn: list[int] = []
+        while len(drawn) < needed:
+            drawn += [rows[i] for i in torch.randperm(len(rows), generator=self.generator).tolist()]
+        return drawn[:needed]
 
     def _group_batches(self, rows: list[int]) -> list[list[int]]:
         if self.lengths is not None:
@@ -110,7 +153,15 @@ class TaskHomogeneousSampler(Sampler[int]):
         return batches
 
     def __iter__(self) -> Iterator[int]:
-        batches = [batch for rows in self.members.values() for batch in self._group_batches(rows)]
+        if self.num_epochs is None:
+            batches = [batch for rows in self.members.values() for batch in self._group_batches(rows)]
+        else:
+            counts = self.batches_per_group()
+            batches = [
+                batch
+                for group, rows in self.members.items()
+                for batch in self._group_batches(self._epoch_rows(rows, counts[group]))
+            ]
         for position in torch.randperm(len(batches), generator=self.generator).tolist():
             yield from batches[position]
 
@@ -156,6 +207,15 @@ def task_groups(label_columns: dict[str, list]) -> list[int]:
     return groups
 
 
+def training_epochs(args, num_batches: int) -> int:
+    """The epochs training will run (begun ones count): `num_train_epochs` rounded up, or as many as `max_steps`
+    optimizer steps take with `num_batches` batches (of all processes) per epoch."""
+    if args.max_steps > 0:
+        steps_per_epoch = max(1, num_batches // (args.gradient_accumulation_steps * args.world_size))
+        return -(-args.max_steps // steps_per_epoch)
+    return math.ceil(args.num_train_epochs)
+
+
 def training_sampler(dataset, args, label_keys: list[str]) -> Sampler[int] | None:
     """hf_mtl's training sampler for `args` (a [`MultiTaskTrainingArguments`]): per-task batches under
     `batch_composition="per_task"` (length-grouped inside a task under `train_sampling_strategy="group_by_length"`),
@@ -170,6 +230,7 @@ def training_sampler(dataset, args, label_keys: list[str]) -> Sampler[int] | Non
     per_task = getattr(args, "batch_composition", "mixed") == "per_task"
     if per_task and not hasattr(dataset, "__len__"):
         raise HfMtlError("--batch_composition per_task needs a map-style training set (not a stream)")
+    annealed = getattr(args, "annealed_sampling", False)
     if args.train_sampling_strategy != "group_by_length" and not per_task:
         return None
     columns = getattr(dataset, "column_names", None) or []
@@ -181,7 +242,10 @@ def training_sampler(dataset, args, label_keys: list[str]) -> Sampler[int] | Non
             lengths = [len(ids) for ids in dataset["input_ids"]]
     if per_task:
         groups = task_groups({key: dataset[key] for key in label_keys})
-        return TaskHomogeneousSampler(groups, args.train_batch_size, lengths)
+        sampler = TaskHomogeneousSampler(groups, args.train_batch_size, lengths)
+        if annealed:
+            sampler.num_epochs = training_epochs(args, sampler.num_batches)
+        return sampler
     if lengths is None:
         return None
     return ShuffledLengthGroupedSampler(lengths, args.train_batch_size * args.gradient_accumulation_steps)
