@@ -141,10 +141,12 @@ CANDIDATES = {
     "head_lr_1e-3": ["--head_learning_rate", "1e-3"],
     "pooling_mean": ["--sentence_pooling", "mean"],
     "temperature_2": ["--mixing_strategy", "temperature", "--mixing_temperature", "2"],
+    "equal": ["--mixing_strategy", "equal"],
     "annealed": ["--annealed_sampling", "true"],
+    "warmup_0.1": ["--warmup_steps", "0.1"],
 }
 # One corpus labelling both tasks: each task has every row, so the shares are equal whatever the sampling.
-SINGLE_CORPUS_NO_OP = {"temperature_2", "annealed"}
+SINGLE_CORPUS_NO_OP = {"temperature_2", "equal", "annealed"}
 DEFAULT_RUNS = ["plain", "single", "multi"]
 ALL_RUNS = ["plain", "single", "single_random", "multi", *[f"multi+{name}" for name in CANDIDATES]]
 QUICK_LIMITS = ["--max_train_samples", "48", "--max_eval_samples", "32", "--max_predict_samples", "32"]
@@ -440,6 +442,8 @@ def setting_targets(rows: list[dict], setting: Setting) -> dict:
                 "target_points": -0.5,
                 "std_ratio": round(mine["std"] / theirs["std"], 2) if theirs["std"] else None,
                 "seeds": min(mine["n"], theirs["n"]),
+                "multi_epochs_to_plain_dev": epochs_to_reach(multi, plain, name),
+                "epochs": max(len(row.get(f"{name}_dev_curve") or []) for row in multi),
             }
     disturbed = {row["seed"] for row in multi + plain if row.get("time_note")}
     seeds = ({row["seed"] for row in multi} & {row["seed"] for row in plain}) - disturbed
@@ -450,19 +454,37 @@ def setting_targets(rows: list[dict], setting: Setting) -> dict:
     return out
 
 
+def epochs_to_reach(multi: list[dict], plain: list[dict], task: str) -> float | None:
+    """With fewer examples: the first epoch at which the multi-task run's dev score is within 0.5 point of the plain
+    run's final dev score (same seed), averaged over seeds; `None` if some seed never gets there."""
+    epochs = []
+    for row in multi:
+        anchor = next((r for r in plain if r["task"] == task and r["seed"] == row["seed"]), None)
+        curve = row.get(f"{task}_dev_curve")
+        if anchor is None or not curve:
+            continue
+        reached = [e for e, score in enumerate(curve, start=1) if score >= anchor[f"{task}_dev"] - 0.005]
+        if not reached:
+            return None
+        epochs.append(reached[0])
+    return statistics.fmean(epochs) if epochs else None
+
+
 def targets_table(targets: dict) -> str:
     lines = [
-        "| setting | task | multi − plain, test (points; target ≥ −0.5) | std ratio (target ≤ 1.5) | seeds |",
-        "|---|---|---|---|---|",
+        "| setting | task | multi − plain, test (points; target ≥ −0.5) | std ratio (target ≤ 1.5) | "
+        "multi's first epoch within 0.5 of plain's final dev | seeds |",
+        "|---|---|---|---|---|---|",
     ]
     for name, per_task in targets.items():
         for task, values in per_task.items():
             if not isinstance(values, dict):
                 continue
-            ratio = values["std_ratio"]
+            ratio, reach, epochs = values["std_ratio"], values.get("multi_epochs_to_plain_dev"), values.get("epochs")
             lines.append(
                 f"| {name} | {task} | {values['multi_minus_plain_test_points']:+.2f} | "
-                f"{'–' if ratio is None else f'{ratio:.2f}'} | {values['seeds']} |"
+                f"{'–' if ratio is None else f'{ratio:.2f}'} | "
+                f"{'not reached' if reach is None else f'{reach:.1f} of {epochs}'} | {values['seeds']} |"
             )
     lines += ["", "Multi-task training time / the two plain single-task runs' (target ≤ 1.05):"]
     lines += [
