@@ -187,11 +187,11 @@ def cli() -> int:
             raise
         print(f"run_mtl.py: error: {err}", file=sys.stderr)
         return 2
-    finally:
-        # Under torchrun, tear the process group down before the interpreter exits: left to the C++ destructors at
-        # exit, its gloo threads can abort the process ("terminate called without an active exception").
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+    # Under torchrun, tear the process group down before the interpreter exits: left to the destructors at exit, a
+    # gloo worker thread can abort the process ("terminate called without an active exception", pytorch#190489).
+    # Only after a run that succeeded, as torchtitan does: after a failure on one rank the others may still wait.
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
     return 0
 
 
