@@ -416,9 +416,16 @@ def summary_tables(results: dict) -> tuple[str, dict]:
             per_seed = {}
             for row in group:
                 per_seed[row["seed"]] = per_seed.get(row["seed"], 0.0) + row["train_seconds"]
-            # A run whose time was disturbed (the machine shared, or paused) keeps its scores, not its time.
+            # A run whose time was disturbed (the machine shared, or paused) keeps its scores, not its time; a seed
+            # of single-task runs counts once each task's run has finished.
+            complete = {
+                seed for seed in per_seed if group[0]["task"] is None
+                or {r["task"] for r in group if r["seed"] == seed} == {t["name"] for t in setting.tasks}
+            }  # fmt: skip
             timed = [
-                t for seed, t in per_seed.items() if not any(r.get("time_note") for r in group if r["seed"] == seed)
+                t
+                for seed, t in per_seed.items()
+                if seed in complete and not any(r.get("time_note") for r in group if r["seed"] == seed)
             ]
             time_cell = fmt(stats(timed), 1, 0)
             lines.append(f"| {run_name} | " + " | ".join(cells) + f" | {time_cell} | {len(per_seed)} |")
