@@ -144,6 +144,7 @@ CANDIDATES = {
     "equal": ["--mixing_strategy", "equal"],
     "annealed": ["--annealed_sampling", "true"],
     "warmup_0.1": ["--warmup_steps", "0.1"],
+    "random_batches": ["--train_sampling_strategy", "random"],  # per-task batches, random rows (not length-grouped)
 }
 # One corpus labelling both tasks: each task has every row, so the shares are equal whatever the sampling.
 SINGLE_CORPUS_NO_OP = {"temperature_2", "equal", "annealed"}
