@@ -58,6 +58,7 @@ def load_model_and_tokenizer(model_args: ModelArguments, training_args: MultiTas
         classifier_dropout=model_args.classifier_dropout,
         sentence_pooling=model_args.sentence_pooling,
         task_specific_layers=model_args.task_specific_layers,
+        head_hidden_layers=model_args.head_hidden_layers,
         loss_weighting=training_args.loss_weighting.value,
     )
 

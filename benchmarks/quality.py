@@ -142,6 +142,7 @@ CANDIDATES = {
     ],  # fmt: skip
     "task_layers_2": ["--task_specific_layers", "2"],
     "head_lr_1e-3": ["--head_learning_rate", "1e-3"],
+    "head_layers_1": ["--head_hidden_layers", "1"],
     "pooling_mean": ["--sentence_pooling", "mean"],
     "temperature_2": ["--mixing_strategy", "temperature", "--mixing_temperature", "2"],
     "equal": ["--mixing_strategy", "equal"],

@@ -83,6 +83,13 @@ class ModelArguments:
             "ones); the layers below are shared. 0 shares the whole encoder. Ignored for a saved hf_mtl model."
         },
     )
+    head_hidden_layers: int = field(
+        default=0,
+        metadata={
+            "help": "Depth of every head: N hidden-size dense layers (the encoder's activation, then dropout) before "
+            "its linear layer. 0: dropout + linear, as BertFor*Classification. Ignored for a saved hf_mtl model."
+        },
+    )
     model_card_license: str | None = field(
         default=None,
         metadata={"help": "License id for the model card (default: the base model's, when known)."},
@@ -96,6 +103,8 @@ class ModelArguments:
         self.tasks = _json_list(self.tasks, "tasks")
         if self.task_specific_layers < 0:
             raise HfMtlError(f"--task_specific_layers must be at least 0, got {self.task_specific_layers}")
+        if self.head_hidden_layers < 0:
+            raise HfMtlError(f"--head_hidden_layers must be at least 0, got {self.head_hidden_layers}")
         if self.classifier_dropout is not None and not 0.0 <= self.classifier_dropout < 1.0:
             raise HfMtlError(f"--classifier_dropout must be in [0, 1), got {self.classifier_dropout}")
 

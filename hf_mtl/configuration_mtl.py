@@ -50,6 +50,9 @@ class MultiTaskConfig(PretrainedConfig):
             layers (initialised from the pretrained ones), above the shared layers below them. 0 shares the whole
             encoder. A text still runs the shared layers once, then each task's copies: with 2 tasks and 2 of 6
             layers, a joint forward costs 8/6 of one encoder's instead of 2 encoders'.
+        head_hidden_layers (`int`, *optional*, defaults to 0):
+            Depth of every head: that many `hidden_size`-wide dense layers with the encoder's activation and dropout
+            before each head's linear layer. 0 is dropout + linear, as `BertFor{Sequence,Token}Classification`.
         loss_weighting (`str`, *optional*, defaults to `"static"`):
             How task losses combine (see `hf_mtl.loss_weighting`). `uncertainty` gives the model one learned
             log-variance per task (`log_variances`), saved with it; `dwa` and `pcgrad` are applied by the trainer.
@@ -79,6 +82,7 @@ class MultiTaskConfig(PretrainedConfig):
     encoder_pooler: bool | None = None
     max_seq_length: int | None = None
     task_specific_layers: int = 0
+    head_hidden_layers: int = 0
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -101,6 +105,12 @@ class MultiTaskConfig(PretrainedConfig):
             or (self.task_specific_layers < 0)
         ):
             raise HfMtlError(f"task_specific_layers must be an integer >= 0, got {self.task_specific_layers!r}")
+        if (
+            isinstance(self.head_hidden_layers, bool)
+            or not isinstance(self.head_hidden_layers, int)
+            or (self.head_hidden_layers < 0)
+        ):
+            raise HfMtlError(f"head_hidden_layers must be an integer >= 0, got {self.head_hidden_layers!r}")
         if self.max_seq_length is not None and self.max_seq_length < 1:
             raise HfMtlError(f"max_seq_length must be positive, got {self.max_seq_length}")
         # Validate once and store plain dicts, so that `config.json` stays readable and round-trips.

@@ -1,10 +1,12 @@
-"""Task heads: each owns its dropout and linear layer, knows its kind, and computes its own loss."""
+"""Task heads: each owns its dropout, optional hidden layers and linear classifier, knows its kind, and computes its
+own loss."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+from transformers.activations import ACT2FN
 
 from .tasks import TaskSpec
 
@@ -12,25 +14,37 @@ IGNORE_INDEX = -100
 
 
 class TaskHead(nn.Module):
-    """Dropout + linear layer over the encoder's output, with a masked cross-entropy loss.
+    """Dropout + linear layer over the encoder's output, with a masked cross-entropy loss. With `hidden_layers` > 0,
+    that many `hidden_size`-wide dense layers, each followed by the activation and dropout, come before the linear
+    layer (`RobertaClassificationHead` is one such layer with tanh).
 
     Args:
         task (`TaskSpec`): The task this head predicts.
         hidden_size (`int`): Width of the encoder's output.
-        dropout (`float`): Dropout probability before the linear layer.
+        dropout (`float`): Dropout probability before the linear layer (and before each hidden layer).
+        hidden_layers (`int`, *optional*, defaults to 0): Dense layers between the encoder and the linear layer.
+        activation (`str`, *optional*, defaults to `"gelu"`): The hidden layers' activation (a `transformers`
+            `ACT2FN` name; `MultiTaskModel` passes the encoder's `hidden_act`).
     """
 
-    def __init__(self, task: TaskSpec, hidden_size: int, dropout: float):
+    def __init__(
+        self, task: TaskSpec, hidden_size: int, dropout: float, hidden_layers: int = 0, activation: str = "gelu"
+    ):
         super().__init__()
         self.task = task
         self.dropout = nn.Dropout(dropout)
+        self.dense = nn.ModuleList(nn.Linear(hidden_size, hidden_size) for _ in range(hidden_layers))
+        self.activation = ACT2FN[activation]
         self.classifier = nn.Linear(hidden_size, len(task.labels))
 
     def select_features(self, sequence_output: torch.Tensor, pooled_output: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def forward(self, sequence_output: torch.Tensor, pooled_output: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.dropout(self.select_features(sequence_output, pooled_output)))
+        features = self.dropout(self.select_features(sequence_output, pooled_output))
+        for dense in self.dense:
+            features = self.dropout(self.activation(dense(features)))
+        return self.classifier(features)
 
     def loss(
         self,
@@ -70,6 +84,8 @@ class TokenClassificationHead(TaskHead):
         return sequence_output
 
 
-def build_head(task: TaskSpec, hidden_size: int, dropout: float) -> TaskHead:
+def build_head(
+    task: TaskSpec, hidden_size: int, dropout: float, hidden_layers: int = 0, activation: str = "gelu"
+) -> TaskHead:
     head_class = TokenClassificationHead if task.is_token_task else SequenceClassificationHead
-    return head_class(task, hidden_size, dropout)
+    return head_class(task, hidden_size, dropout, hidden_layers, activation)

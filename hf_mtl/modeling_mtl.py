@@ -62,8 +62,9 @@ class MultiTaskPreTrainedModel(PreTrainedModel):
             nn.init.zeros_(module.log_variances)
         if isinstance(module, TaskHead):
             std = getattr(self.config.encoder, "initializer_range", 0.02)
-            nn.init.normal_(module.classifier.weight, mean=0.0, std=std)
-            nn.init.zeros_(module.classifier.bias)
+            for linear in (*module.dense, module.classifier):
+                nn.init.normal_(linear.weight, mean=0.0, std=std)
+                nn.init.zeros_(linear.bias)
         else:
             super()._init_weights(module)
 
@@ -93,9 +94,12 @@ class MultiTaskModel(MultiTaskPreTrainedModel):
         if config.encoder_pooler is False:
             drop_pooler(self.encoder)
         self.task_layers = split_task_layers(self.encoder, config.task_specific_layers, self.task_specs)
-        dropout = config.head_dropout
+        dropout, activation = config.head_dropout, getattr(config.encoder, "hidden_act", "gelu")
         self.heads = nn.ModuleDict(
-            {task.name: build_head(task, config.encoder.hidden_size, dropout) for task in self.task_specs}
+            {
+                task.name: build_head(task, config.encoder.hidden_size, dropout, config.head_hidden_layers, activation)
+                for task in self.task_specs
+            }
         )
         if config.loss_weighting == LossWeighting.UNCERTAINTY:
             # s_t = log(sigma_t^2), one per task, in task order (Kendall, Gal & Cipolla, 2018).

@@ -145,6 +145,7 @@ def test_third_task_from_a_config_file_trains_and_saves(tiny_dir, tmp_path):
         "do_train": True,
         "do_eval": True,
         "report_to": "none",
+        "head_hidden_layers": 1,
     }
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
     metrics = main([str(tmp_path / "run.yaml"), *FAST])
@@ -152,6 +153,8 @@ def test_third_task_from_a_config_file_trains_and_saves(tiny_dir, tmp_path):
     model = AutoModel.from_pretrained(tmp_path / "out")
     assert [t.name for t in model.config.task_specs] == ["sentiment", "ner", "topic"]
     assert model.heads["topic"].classifier.out_features == 3
+    # The config key reaches every head, and the saved config.
+    assert model.config.head_hidden_layers == 1 and all(len(head.dense) == 1 for head in model.heads.values())
 
 
 def test_json_config_and_flag_override(tiny_dir, tmp_path):
@@ -181,6 +184,7 @@ def test_json_config_and_flag_override(tiny_dir, tmp_path):
             "missing.tsv: no such file",
         ),
         (["--max_seq_length", "2"], "--max_seq_length must be at least 8"),
+        (["--head_hidden_layers", "-1"], "--head_hidden_layers must be at least 0"),
     ],
 )
 def test_user_mistakes_exit_2_with_one_line_and_write_nothing(tmp_path, extra, message):

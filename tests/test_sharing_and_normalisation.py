@@ -175,6 +175,41 @@ def test_head_learning_rate_puts_exactly_the_heads_in_their_own_groups(tmp_path)
         MultiTaskTrainingArguments(output_dir=str(tmp_path), head_learning_rate=0.0)
 
 
+def test_head_hidden_layers_compute_dense_gelu_then_the_classifier_and_round_trip(tmp_path):
+    torch.manual_seed(0)
+    model = MultiTaskModel(_tiny_config(head_hidden_layers=2, classifier_dropout=0.0)).eval()
+    for task in ("sentiment", "ner"):
+        head = model.heads[task]
+        assert [tuple(d.weight.shape) for d in head.dense] == [(32, 32), (32, 32)]
+        # Initialised like the classifier: N(0, initializer_range), zero bias.
+        assert all(torch.equal(d.bias, torch.zeros(32)) for d in head.dense)
+        assert 0.015 < torch.cat([d.weight.flatten() for d in head.dense]).std().item() < 0.025
+    ids = torch.randint(5, 100, (3, 7))
+    outputs = model(input_ids=ids)
+    encoded = model.encoder(input_ids=ids)
+    for task, features in (("sentiment", encoded.pooler_output), ("ner", encoded.last_hidden_state)):
+        head = model.heads[task]
+        hidden = features
+        for dense in head.dense:  # x W^T + b, then the exact GELU, by hand
+            z = hidden @ dense.weight.T + dense.bias
+            hidden = 0.5 * z * (1 + torch.erf(z / 2**0.5))
+        expected = hidden @ head.classifier.weight.T + head.classifier.bias
+        torch.testing.assert_close(outputs.logits[task], expected)
+    model.save_pretrained(tmp_path)
+    reloaded = MultiTaskModel.from_pretrained(tmp_path).eval()
+    assert reloaded.config.head_hidden_layers == 2
+    for task in ("sentiment", "ner"):
+        torch.testing.assert_close(reloaded(input_ids=ids).logits[task], outputs.logits[task])
+    with pytest.raises(HfMtlError, match="head_hidden_layers must be an integer >= 0"):
+        _tiny_config(head_hidden_layers=-1)
+
+
+def test_default_heads_are_dropout_and_linear_as_bert_for_classification():
+    model = MultiTaskModel(_tiny_config())
+    assert all(len(head.dense) == 0 for head in model.heads.values())
+    assert {name for name, _ in model.heads["ner"].named_parameters()} == {"classifier.weight", "classifier.bias"}
+
+
 def test_task_groups_follow_which_tasks_a_row_labels():
     columns = {"sentiment_labels": [1, -100, 0, -100, 1], "ner_labels": [[-100], [0, 3], [1], [-100, -100], [-100]]}
     assert task_groups(columns) == [0, 1, 2, 3, 0]
