@@ -197,6 +197,15 @@ class MultiTaskTrainingArguments(TrainingArguments):
             "choices": ["random", "sequential", "group_by_length", "batch_rebalance"],
         },
     )
+    length_group_size: int = field(
+        default=50,
+        metadata={
+            "help": "With group_by_length: the rows of this many batches are drawn at random and sorted by length "
+            "together, then cut into batches. 50 is the Trainer's LengthGroupedSampler value (least padding, batches "
+            "of near-equal lengths); smaller keeps each batch's rows more random for a little more padding; 1 gives "
+            "random batches."
+        },
+    )
     batch_composition: Literal["mixed", "per_task"] | None = field(
         default=None,
         metadata={
@@ -294,6 +303,8 @@ class MultiTaskTrainingArguments(TrainingArguments):
         self.loss_weighting = LossWeighting(self.loss_weighting)
         if self.bf16 is None:
             self.bf16 = bool(self.use_cpu and not self.fp16 and has_native_bf16())
+        if self.length_group_size < 1:
+            raise HfMtlError(f"--length_group_size must be at least 1, got {self.length_group_size}")
         if self.torch_num_threads is not None and self.torch_num_threads < 1:
             raise HfMtlError(f"--torch_num_threads must be at least 1, got {self.torch_num_threads}")
         within_batch = self.loss_weighting == LossWeighting.PCGRAD or self.log_grad_cosine

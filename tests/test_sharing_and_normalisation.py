@@ -12,7 +12,14 @@ from transformers import AlbertConfig, BertConfig, BertModel, BertTokenizerFast
 from hf_mtl import MultiTaskConfig, MultiTaskModel, MultiTaskTrainer
 from hf_mtl.arguments import MultiTaskTrainingArguments
 from hf_mtl.data.collator import MultiTaskDataCollator
-from hf_mtl.data.sampling import TaskHomogeneousSampler, split_by_task, task_groups, training_epochs
+from hf_mtl.data.sampling import (
+    ShuffledLengthGroupedSampler,
+    TaskHomogeneousSampler,
+    split_by_task,
+    task_groups,
+    training_epochs,
+    training_sampler,
+)
 from hf_mtl.errors import HfMtlError
 from hf_mtl.loss_weighting import balance_weights
 
@@ -242,6 +249,37 @@ def test_per_task_batches_hold_one_group_each_and_every_row(tmp_path):
         has_sentiment = bool((batch["sentiment_labels"] != -100).any())
         has_ner = bool((batch["ner_labels"] != -100).any())
         assert has_sentiment != has_ner
+
+
+def test_length_group_size_sets_how_many_batches_are_sorted_together(tmp_path):
+    lengths = [(7 * i) % 32 for i in range(32)]  # 32 distinct lengths
+    permutation = torch.randperm(32, generator=torch.Generator().manual_seed(3)).tolist()
+    # One batch per megabatch: the permutation cut into batches, in its order (random batches).
+    sampler = ShuffledLengthGroupedSampler(lengths, 4, megabatch_batches=1, generator=torch.Generator().manual_seed(3))
+    order = list(sampler)
+    starts = range(0, 32, 4)
+    assert [sorted(order[i : i + 4]) for i in starts] == [sorted(permutation[i : i + 4]) for i in starts]
+    # Two: each pair of batches holds 8 consecutive rows of the permutation, split into the 4 longest and 4 shortest.
+    sampler = ShuffledLengthGroupedSampler(lengths, 4, megabatch_batches=2, generator=torch.Generator().manual_seed(3))
+    order = list(sampler)
+    for start in range(0, 32, 8):
+        chunk = sorted(permutation[start : start + 8], key=lambda i: lengths[i], reverse=True)
+        pair = [sorted(order[start : start + 4]), sorted(order[start + 4 : start + 8])]
+        assert sorted(pair) == sorted([sorted(chunk[:4]), sorted(chunk[4:])])
+    # The flag reaches both of hf_mtl's samplers.
+    dataset = Dataset.from_list(
+        [{"input_ids": [2] * (3 + i % 5), "sentiment_labels": i % 2, "ner_labels": [-100]} for i in range(64)]
+    )
+    keys = ["sentiment_labels", "ner_labels"]
+    for composition, expected in (("per_task", TaskHomogeneousSampler), ("mixed", ShuffledLengthGroupedSampler)):
+        args = MultiTaskTrainingArguments(
+            output_dir=str(tmp_path), per_device_train_batch_size=4, length_group_size=2,
+            batch_composition=composition, report_to="none",
+        )  # fmt: skip
+        sampler = training_sampler(dataset, args, keys)
+        assert isinstance(sampler, expected) and sampler.megabatch_batches == 2
+    with pytest.raises(HfMtlError, match="--length_group_size must be at least 1, got 0"):
+        MultiTaskTrainingArguments(output_dir=str(tmp_path), length_group_size=0)
 
 
 def test_annealed_sampling_moves_the_shares_from_proportional_to_nearly_equal():

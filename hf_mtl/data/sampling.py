@@ -82,6 +82,8 @@ class TaskHomogeneousSampler(Sampler[int]):
         generator (`torch.Generator`, *optional*): Randomness; a new epoch draws a new order from it.
         num_epochs (`int`, *optional*): Anneal the groups' shares over this many epochs (see above); the Trainer
             tells the sampler the epoch through `set_epoch`.
+        megabatch_batches (`int`, *optional*, defaults to 50): With `lengths`, the batches per megabatch of the
+            length grouping inside a group ([`ShuffledLengthGroupedSampler`]).
     """
 
     def __init__(
@@ -91,8 +93,10 @@ class TaskHomogeneousSampler(Sampler[int]):
         lengths: list[int] | None = None,
         generator: torch.Generator | None = None,
         num_epochs: int | None = None,
+        megabatch_batches: int = 50,
     ):
         self.groups = list(groups)
+        self.megabatch_batches = megabatch_batches
         self.batch_size = batch_size
         self.lengths = list(lengths) if lengths is not None else None
         self.generator = generator
@@ -138,7 +142,9 @@ class TaskHomogeneousSampler(Sampler[int]):
 
     def _group_batches(self, rows: list[int]) -> list[list[int]]:
         if self.lengths is not None:
-            inner = ShuffledLengthGroupedSampler([self.lengths[i] for i in rows], self.batch_size)
+            inner = ShuffledLengthGroupedSampler(
+                [self.lengths[i] for i in rows], self.batch_size, self.megabatch_batches
+            )
             inner.generator = self.generator
             order = [rows[i] for i in inner]
         else:
@@ -231,6 +237,7 @@ def training_sampler(dataset, args, label_keys: list[str]) -> Sampler[int] | Non
     if per_task and not hasattr(dataset, "__len__"):
         raise HfMtlError("--batch_composition per_task needs a map-style training set (not a stream)")
     annealed = getattr(args, "annealed_sampling", False)
+    group_size = getattr(args, "length_group_size", 50)
     if args.train_sampling_strategy != "group_by_length" and not per_task:
         return None
     columns = getattr(dataset, "column_names", None) or []
@@ -242,13 +249,15 @@ def training_sampler(dataset, args, label_keys: list[str]) -> Sampler[int] | Non
             lengths = [len(ids) for ids in dataset["input_ids"]]
     if per_task:
         groups = task_groups({key: dataset[key] for key in label_keys})
-        sampler = TaskHomogeneousSampler(groups, args.train_batch_size, lengths)
+        sampler = TaskHomogeneousSampler(groups, args.train_batch_size, lengths, megabatch_batches=group_size)
         if annealed:
             sampler.num_epochs = training_epochs(args, sampler.num_batches)
         return sampler
     if lengths is None:
         return None
-    return ShuffledLengthGroupedSampler(lengths, args.train_batch_size * args.gradient_accumulation_steps)
+    return ShuffledLengthGroupedSampler(
+        lengths, args.train_batch_size * args.gradient_accumulation_steps, megabatch_batches=group_size
+    )
 
 
 __all__ = [
