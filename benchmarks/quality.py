@@ -156,6 +156,7 @@ CANDIDATES = {
 SINGLE_CORPUS_NO_OP = {"temperature_2", "equal", "annealed"}
 # The rows the targets compare; the other rows are asked for with `--runs`.
 DEFAULT_RUNS = ["plain", "multi"]
+QUICK_RUNS = ["plain", "single", "multi"]  # the smoke version goes through every training path
 ALL_RUNS = ["plain", "single", "single_random", "multi", *[f"multi+{name}" for name in CANDIDATES]]
 QUICK_LIMITS = ["--max_train_samples", "48", "--max_eval_samples", "32", "--max_predict_samples", "32"]
 
@@ -550,7 +551,9 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help=f"default: all of {list(SETTINGS)}; with --speed_settings, some of {list(SPEED_SETTINGS)}",
     )
-    parser.add_argument("--runs", nargs="+", choices=ALL_RUNS, default=None, help=f"default: {DEFAULT_RUNS}")
+    parser.add_argument(
+        "--runs", nargs="+", choices=ALL_RUNS, default=None, help=f"default: {DEFAULT_RUNS} (quick: {QUICK_RUNS})"
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0 1 2 (quick: 0)")
     parser.add_argument("--workdir", type=Path, default=None, help="subsets and run folders (default: a temp dir)")
     parser.add_argument("--output", type=Path, default=None, help="results JSON (default benchmarks/results/)")
@@ -574,7 +577,7 @@ def main(argv: list[str] | None = None) -> int:
               "../shared/data beside the repository")  # fmt: skip
         return 0
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
-    runs = args.runs or DEFAULT_RUNS
+    runs = args.runs or (QUICK_RUNS if args.quick else DEFAULT_RUNS)
     output = args.output or (
         Path(tempfile.mkdtemp()) / "quality.json" if args.quick else ROOT / "benchmarks" / "results" / "quality.json"
     )
