@@ -62,6 +62,8 @@ def test_json_array_and_jsonl(tmp_path):
     ("name", "content", "entry", "message"),
     [
         ("a.conll", "Anna\tB-PER\nParis\n", {"label_columns": {"ner": "tags"}}, r"a.conll:2: expected 2 fields"),
+        # A token lost from the line (the Broad Twitter Corpus's dev and test files have 7 such lines).
+        ("a.conll", "Anna\tB-PER\n\tO\n", {"label_columns": {"ner": "tags"}}, r"a.conll:2: the tokens field is empty"),
         (
             "a.conll",
             "Anna\tB-XYZ\n",

@@ -76,11 +76,14 @@ def read_conll(path: str, encoding: str, columns: list[str], token_prefix: str |
         fields = [field.strip() for field in fields]
         if fields[0] == "-DOCSTART-":
             continue
-        if len(fields) != len(columns) or not all(fields):
+        if len(fields) != len(columns):
             raise HfMtlError(
                 f"{path}:{number}: expected {len(columns)} fields ({', '.join(columns)}), "
                 f"found {len(fields)}: {line!r}"
             )
+        if not all(fields):
+            empty = columns[fields.index("")]
+            raise HfMtlError(f"{path}:{number}: the {empty} field is empty: {line!r}")
         if token_prefix and fields[0].startswith(token_prefix):
             fields[0] = fields[0][len(token_prefix) :]
         if not sentence[columns[0]]:
