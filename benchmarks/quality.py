@@ -20,7 +20,8 @@ Runs, each per seed (the rows of the ablation table):
   in its single-task runs (example-matched);
 - `multi+<change>` (e): (d) with one candidate change (`CANDIDATES`).
 Training time excludes the per-epoch evaluations. Every finished run is written to the results file at once, and a
-rerun skips the runs recorded there (the benchmark is resumable).
+rerun skips the runs recorded there (the benchmark is resumable). A single-task run that is the same in two settings
+(SST-2's, in both SST-2 pairs) runs once; the second setting records its row with `same_run_as`.
 
     python benchmarks/quality.py                                   # (a), (d): every setting, seeds 0 1 2 (~2 h)
     python benchmarks/quality.py --runs single_random multi+per_task --seeds 0   # more rows, resumed into the file
@@ -276,6 +277,28 @@ def planned_runs(settings: list[str], runs: list[str], seeds: list[int]) -> list
                 else:
                     plan.append((name, run_name, None, seed))
     return plan
+
+
+def single_task_inputs(setting: str, task: str) -> str:
+    """What a single-task run of `task` in `setting` trains and is scored on: the task, the corpora labelling it and
+    the epochs (the other corpora of the setting are left out of the run)."""
+    spec = SETTINGS[setting]
+    corpora = [dataset for dataset in spec.datasets if task in dataset["label_columns"]]
+    task_spec = next(entry for entry in spec.tasks if entry["name"] == task)
+    return json.dumps({"task": task_spec, "corpora": corpora, "epochs": spec.epochs}, sort_keys=True)
+
+
+def recorded_twin(runs: dict, setting: str, run_name: str, task: str | None, seed: int) -> str | None:
+    """The key of a recorded run of another setting that is this single-task run exactly (SST-2's runs are the same
+    in both SST-2 pairs), or `None`."""
+    if task is None:
+        return None
+    inputs = single_task_inputs(setting, task)
+    for name in SETTINGS:
+        key = run_key(name, run_name, task, seed)
+        if name != setting and key in runs and single_task_inputs(name, task) == inputs:
+            return key
+    return None
 
 
 def execute(setting: str, run_name: str, task: str | None, seed: int, config: Path, quick: bool, work: Path) -> dict:
@@ -610,7 +633,11 @@ def main(argv: list[str] | None = None) -> int:
         key = run_key(setting, run_name, task, seed)
         if key in results["runs"]:
             continue
-        results["runs"][key] = execute(setting, run_name, task, seed, configs[setting], args.quick, work)
+        twin = recorded_twin(results["runs"], setting, run_name, task, seed)
+        if twin is not None:  # the same training already ran: its row, not a second run
+            results["runs"][key] = {**results["runs"][twin], "setting": setting, "same_run_as": twin}
+        else:
+            results["runs"][key] = execute(setting, run_name, task, seed, configs[setting], args.quick, work)
         print(json.dumps(results["runs"][key]), flush=True)
         table = markdown(results, command)
         save_results(results, table, output, None, "quality", "")

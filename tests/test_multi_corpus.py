@@ -100,3 +100,16 @@ def test_quality_benchmark_quick(tmp_path):
     # Resumable: a rerun into the same file trains nothing and reports the same runs.
     again = run_quick_benchmark("quality.py", output)
     assert json.loads(output.read_text())["runs"] == results["runs"] and "process_seconds" not in again.stdout
+
+
+def test_quality_benchmark_runs_a_single_task_run_shared_by_two_settings_once(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import quality
+
+    runs = {"sst2_wnut17/plain/sentiment/seed1": {"sentiment_test": 0.8}}
+    # SST-2 alone is the same run in both SST-2 pairs; a NER run, or another seed, is not.
+    assert quality.recorded_twin(runs, "sst2_btc", "plain", "sentiment", 1) == "sst2_wnut17/plain/sentiment/seed1"
+    assert quality.recorded_twin(runs, "sst2_btc", "plain", "sentiment", 0) is None
+    assert quality.recorded_twin(runs, "sst2_btc", "plain", "ner", 1) is None
+    assert quality.recorded_twin(runs, "sst2_btc", "multi", None, 1) is None
+    assert quality.single_task_inputs("sst2_btc", "ner") != quality.single_task_inputs("sst2_wnut17", "ner")
