@@ -186,9 +186,8 @@ def prepare_data(work: Path) -> None:
         random.Random(0).shuffle(tweets)
         btc_train.write_text("\n\n".join(tweets[:BTC_TRAIN_TWEETS]) + "\n", encoding="utf-8")
     for split in ("dev", "test"):
-        # btc.dev and btc.test hold lines whose token is empty or blank ("\tO", " \tO": tokens lost when the corpus was
-        # written):
-        # hf_mtl refuses them (file:line), so the copies leave them out; every other line is kept as it is.
+        # btc.dev and btc.test hold 7 lines whose token is empty or blank ("\tO", " \tO": tokens lost when the corpus
+        # was written). hf_mtl refuses them (file:line), so the copies leave them out and keep every other line.
         source, copy = DATA / "broad_twitter_corpus" / f"btc.{split}", work / f"btc_{split}.conll"
         if not copy.is_file() and source.is_file():
             lines = source.read_text(encoding="utf-8").split("\n")

@@ -99,18 +99,10 @@ class MultiTaskConfig(PretrainedConfig):
                 "(sentence_pooling='cls') instead of a randomly initialised pooler"
             )
             self.sentence_pooling = "cls"
-        if (
-            isinstance(self.task_specific_layers, bool)
-            or not isinstance(self.task_specific_layers, int)
-            or (self.task_specific_layers < 0)
-        ):
-            raise HfMtlError(f"task_specific_layers must be an integer >= 0, got {self.task_specific_layers!r}")
-        if (
-            isinstance(self.head_hidden_layers, bool)
-            or not isinstance(self.head_hidden_layers, int)
-            or (self.head_hidden_layers < 0)
-        ):
-            raise HfMtlError(f"head_hidden_layers must be an integer >= 0, got {self.head_hidden_layers!r}")
+        for name in ("task_specific_layers", "head_hidden_layers"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise HfMtlError(f"{name} must be an integer >= 0, got {value!r}")
         if self.max_seq_length is not None and self.max_seq_length < 1:
             raise HfMtlError(f"max_seq_length must be positive, got {self.max_seq_length}")
         # Validate once and store plain dicts, so that `config.json` stays readable and round-trips.
