@@ -86,11 +86,17 @@ class MultiTaskModel(MultiTaskPreTrainedModel):
     >>> outputs.logits["sentiment"].shape, outputs.logits["ner"].shape  # doctest: +SKIP
     ```"""
 
-    def __init__(self, config: MultiTaskConfig):
+    def __init__(self, config: MultiTaskConfig, encoder: PreTrainedModel | None = None):
+        r"""
+        encoder (`PreTrainedModel`, *optional*):
+            The shared encoder, already built (as [`~MultiTaskModel.from_encoder`] passes a pretrained one, like
+            `EncoderDecoderModel`'s `encoder`); its weights are kept. Defaults to
+            `AutoModel.from_config(config.encoder)`.
+        """
         super().__init__(config)
         # The tasks the heads are built for, validated once (not on every forward).
         self.task_specs: list[TaskSpec] = config.task_specs
-        self.encoder = AutoModel.from_config(config.encoder)
+        self.encoder = AutoModel.from_config(config.encoder) if encoder is None else encoder
         if config.encoder_pooler is False:
             drop_pooler(self.encoder)
         self.task_layers = split_task_layers(self.encoder, config.task_specific_layers, self.task_specs)
@@ -152,11 +158,8 @@ class MultiTaskModel(MultiTaskPreTrainedModel):
         if not has_pooler:
             drop_pooler(encoder)
         config = MultiTaskConfig(encoder=encoder.config, tasks=tasks, encoder_pooler=has_pooler, **config_kwargs)
-        model = cls(config)
-        # Each task's copy of the top layers starts from the pretrained ones.
-        model.task_layers = split_task_layers(encoder, config.task_specific_layers, model.task_specs)
-        model.encoder = encoder
-        return model
+        # Each task's copy of the top layers starts from the pretrained ones; only the heads are initialised.
+        return cls(config, encoder=encoder)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):

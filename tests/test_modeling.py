@@ -101,6 +101,28 @@ def test_from_encoder_loads_the_encoder_weights(tiny_dir):
         torch.testing.assert_close(model.encoder.state_dict()[name], tensor, rtol=0, atol=0)
 
 
+def test_from_encoder_builds_no_random_encoder_and_initialises_only_the_heads(tiny_dir, monkeypatch):
+    from transformers import AutoModel, BertModel
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("from_encoder built a random encoder")
+
+    monkeypatch.setattr(AutoModel, "from_config", refuse)
+    torch.manual_seed(0)
+    model = MultiTaskModel.from_encoder(str(tiny_dir), task_specific_layers=1)
+    pretrained = BertModel.from_pretrained(tiny_dir).state_dict()
+    top = {key.replace("encoder.layer.1.", "0."): value for key, value in pretrained.items() if ".layer.1." in key}
+    for name, tensor in model.encoder.state_dict().items():
+        torch.testing.assert_close(tensor, pretrained[name], rtol=0, atol=0, msg=name)
+    for task in ("sentiment", "ner"):
+        for name, tensor in model.task_layers[task].state_dict().items():
+            torch.testing.assert_close(tensor, top[name], rtol=0, atol=0, msg=f"{task}: {name}")
+        # The heads alone are new: N(0, initializer_range) weights and zero biases, as `_init_weights` draws them.
+        head = model.heads[task].classifier
+        assert head.bias.abs().sum().item() == 0.0
+        assert 0.5 * 0.02 < head.weight.std().item() < 1.5 * 0.02
+
+
 def test_encoder_without_pooler_uses_cls_state(tokenizer):
     from transformers import DistilBertConfig
 
