@@ -158,6 +158,9 @@ CANDIDATES = {
     "random_batches": ["--train_sampling_strategy", "random"],  # per-task batches, random rows (not length-grouped)
     # Length grouping over 4 batches at a time instead of the Trainer's 50: batches of more varied rows.
     "group_4": ["--length_group_size", "4"],
+    # Token losses over the step's rows x the mean labelled words per row, not the step's labelled words: a
+    # length-grouped step of short rows no longer weighs each of its tokens more than a step of long rows.
+    "expected_denominator": ["--loss_denominator", "expected"],
 }
 # One corpus labelling both tasks: each task has every row, so the shares are equal whatever the sampling.
 SINGLE_CORPUS_NO_OP = {"temperature_2", "equal", "annealed"}

@@ -157,7 +157,9 @@ class MultiTaskModel(MultiTaskPreTrainedModel):
         has_pooler = getattr(encoder, "pooler", None) is not None and not pooler_missing
         if not has_pooler:
             drop_pooler(encoder)
+        attn_implementation = encoder.config._attn_implementation
         config = MultiTaskConfig(encoder=encoder.config, tasks=tasks, encoder_pooler=has_pooler, **config_kwargs)
+        config.encoder._attn_implementation = attn_implementation  # building the config reset it
         # Each task's copy of the top layers starts from the pretrained ones; only the heads are initialised.
         return cls(config, encoder=encoder)
 

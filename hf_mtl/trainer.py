@@ -15,7 +15,7 @@ from transformers.trainer_utils import PredictionOutput, has_length
 
 from .cpu import threads_per_process
 from .data.collator import MultiTaskDataCollator
-from .data.sampling import split_by_task, training_sampler
+from .data.sampling import labelled_positions_per_row, split_by_task, training_sampler
 from .errors import HfMtlError
 from .heads import IGNORE_INDEX
 from .loss_weighting import LossWeighting, balance_weights, dwa_weights, mean_pairwise_cosine, pcgrad_project
@@ -57,7 +57,9 @@ class MultiTaskTrainer(Trainer):
     - normalises each task's loss over the whole optimizer step, as transformers does for a causal LM under
       gradient accumulation: each task's summed cross-entropy is divided by that task's labelled positions over
       every micro-batch of the step and every process (`num_items_in_batch`, a dict per task), so that a step's
-      gradient is that of one pooled batch whatever the accumulation or the number of processes;
+      gradient is that of one pooled batch whatever the accumulation or the number of processes. With
+      `args.loss_denominator="expected"`, by the step's rows labelling the task times the task's mean labelled
+      positions per row in the training set instead;
     - logs each task's loss: `sentiment_loss`, `ner_loss` in training (the mean of the task's step losses over
       the logging window) and `eval_sentiment_loss`, `eval_ner_loss` in evaluation (averaged over the evaluation
       batches), each summed and counted across processes before averaging. A step that labels no position of a
@@ -107,6 +109,13 @@ class MultiTaskTrainer(Trainer):
         self._dwa = {task.name: 1.0 for task in self.task_specs}
         self._grad_norms: dict[str, float] = {}
         self._pcgrad_generator = torch.Generator().manual_seed(self.args.seed)
+        # Under `loss_denominator="expected"`: each task's mean labelled positions per row of the training set.
+        self._positions_per_row: dict[str, float] | None = None
+        if getattr(self.args, "loss_denominator", "labelled") == "expected" and self.train_dataset is not None:
+            if not isinstance(self.train_dataset, Dataset):
+                raise HfMtlError("--loss_denominator expected needs a map-style training set (not a stream)")
+            keys = [task.label_key for task in self.task_specs]
+            self._positions_per_row = labelled_positions_per_row(self.train_dataset, keys)
         self.final_metrics: dict[str, float] = {}  # the last evaluate / predict results, for the model card
 
     def _get_train_sampler(self, train_dataset=None) -> torch.utils.data.Sampler | None:
@@ -127,19 +136,23 @@ class MultiTaskTrainer(Trainer):
 
     def _get_num_items_in_batch(self, batch_samples: list, device: torch.device) -> dict[str, torch.Tensor] | None:
         """Each task's labelled positions over the micro-batches of one optimizer step (and over every process, with
-        `average_tokens_across_devices`): the denominators of the tasks' losses."""
+        `average_tokens_across_devices`): the denominators of the tasks' losses. Under `loss_denominator="expected"`,
+        the step's rows labelling the task times the task's mean labelled positions per row."""
         if not batch_samples:
             return None
         keys = [(task.name, task.label_key) for task in self.task_specs]
-        counts = torch.stack(
-            [
-                sum(
-                    (batch[key] != IGNORE_INDEX).sum() if batch.get(key) is not None else torch.tensor(0)
-                    for batch in batch_samples
-                )
-                for _, key in keys
-            ]
-        ).to(device)
+        per_row = self._positions_per_row
+
+        def count(batch: dict, key: str) -> torch.Tensor:
+            labels = batch.get(key)
+            if labels is None:
+                return torch.tensor(0) if per_row is None else torch.tensor(0.0)
+            labelled = labels != IGNORE_INDEX
+            if per_row is None:
+                return labelled.sum()
+            return labelled.reshape(len(labelled), -1).any(dim=1).sum() * per_row[key]
+
+        counts = torch.stack([sum(count(batch, key) for batch in batch_samples) for _, key in keys]).to(device)
         if self.args.average_tokens_across_devices and self.args.world_size > 1:
             counts = self.accelerator.gather(counts).reshape(-1, len(keys)).sum(dim=0)
         return {name: count for (name, _), count in zip(keys, counts)}

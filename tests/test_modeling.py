@@ -121,6 +121,10 @@ def test_from_encoder_builds_no_random_encoder_and_initialises_only_the_heads(ti
         head = model.heads[task].classifier
         assert head.bias.abs().sum().item() == 0.0
         assert 0.5 * 0.02 < head.weight.std().item() < 1.5 * 0.02
+    # The encoder keeps the attention implementation it was loaded with.
+    assert model.encoder.config._attn_implementation == "sdpa"
+    eager = MultiTaskModel.from_encoder(str(tiny_dir), encoder_kwargs={"attn_implementation": "eager"})
+    assert eager.encoder.config._attn_implementation == "eager"
 
 
 def test_encoder_without_pooler_uses_cls_state(tokenizer):

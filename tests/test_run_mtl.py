@@ -185,6 +185,7 @@ def test_json_config_and_flag_override(tiny_dir, tmp_path):
         ),
         (["--max_seq_length", "2"], "--max_seq_length must be at least 8"),
         (["--head_hidden_layers", "-1"], "--head_hidden_layers must be at least 0"),
+        (["--loss_denominator", "tokens"], "--loss_denominator: invalid choice: 'tokens'"),
     ],
 )
 def test_user_mistakes_exit_2_with_one_line_and_write_nothing(tmp_path, extra, message):

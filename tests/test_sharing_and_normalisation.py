@@ -42,8 +42,9 @@ def _rows(tokenizer) -> list[dict]:
     return rows
 
 
-def _pooled_loss(model: MultiTaskModel, rows: list[dict], tokenizer) -> torch.Tensor:
-    """Σ_t w_t (Σ cross-entropy over the step's labelled positions of t) / (their number), from the logits."""
+def _pooled_loss(model: MultiTaskModel, rows: list[dict], tokenizer, denominators: dict | None = None) -> torch.Tensor:
+    """Σ_t w_t (Σ cross-entropy over the step's labelled positions of t) / (their number, or `denominators[t]`),
+    from the logits."""
     batch = tokenizer.pad([{k: r[k] for k in ("input_ids", "attention_mask")} for r in rows], return_tensors="pt")
     width = batch["input_ids"].shape[1]
     ner = torch.tensor([r["ner_labels"] + [-100] * (width - len(r["ner_labels"])) for r in rows])
@@ -52,10 +53,8 @@ def _pooled_loss(model: MultiTaskModel, rows: list[dict], tokenizer) -> torch.Te
     total = 0.0
     for name, labels in (("sentiment", sentiment), ("ner", ner)):
         flat = logits[name].reshape(-1, logits[name].shape[-1])
-        total = (
-            total
-            + F.cross_entropy(flat, labels.reshape(-1), ignore_index=-100, reduction="sum") / (labels != -100).sum()
-        )
+        denominator = (labels != -100).sum() if denominators is None else denominators[name]
+        total = total + F.cross_entropy(flat, labels.reshape(-1), ignore_index=-100, reduction="sum") / denominator
     return total
 
 
@@ -91,6 +90,47 @@ def test_gradient_accumulation_gives_the_loss_and_gradient_of_the_pooled_batch(t
     with torch.no_grad():
         per_batch_means = sum(model(**batch).loss for batch in micro_batches) / 2
     assert abs(per_batch_means.item() - expected_loss.item()) > 1e-2
+
+
+def test_expected_loss_denominator_weighs_every_token_the_same_in_every_step(tiny_dir, tokenizer, tmp_path):
+    torch.manual_seed(0)
+    model = MultiTaskModel.from_encoder(str(tiny_dir), encoder_kwargs=NO_DROPOUT, classifier_dropout=0.0)
+    rows = _rows(tokenizer)
+    # A fifth row, not in the first step, with 5 labelled words: NER labels 3 + 1 + 5 words in 3 rows, 3.0 per row.
+    ids = tokenizer("anna and paris and anna met")["input_ids"]
+    extra = {"input_ids": ids, "attention_mask": [1] * len(ids), "sentiment_labels": -100}
+    extra["ner_labels"] = [-100] + [1, 0, 3, 0, 1] + [-100] * (len(ids) - 6)
+    # Independently: the first step's 4 rows, each task's summed cross-entropy over (its rows there) x (per row).
+    model.zero_grad()
+    expected_loss = _pooled_loss(model, rows, tokenizer, {"sentiment": 2 * 1.0, "ner": 2 * 3.0})
+    expected_loss.backward()
+    expected_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+
+    args = MultiTaskTrainingArguments(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=2,
+        gradient_accumulation_steps=2,
+        train_sampling_strategy="sequential",
+        batch_composition="mixed",
+        loss_denominator="expected",
+        report_to="none",
+    )
+    dataset = Dataset.from_list([*rows, extra])
+    trainer = MultiTaskTrainer(model, args, train_dataset=dataset, processing_class=tokenizer)
+    micro_batches, num_items = trainer.get_batch_samples(iter(trainer.get_train_dataloader()), 2, args.device)
+    assert {task: float(count) for task, count in num_items.items()} == {"sentiment": 2.0, "ner": 6.0}
+    step_loss = sum(trainer.training_step(model, batch, num_items) for batch in micro_batches)
+    torch.testing.assert_close(step_loss, expected_loss.detach())
+    for name, grad in expected_grads.items():
+        torch.testing.assert_close(dict(model.named_parameters())[name].grad, grad, msg=name)
+    with pytest.raises(HfMtlError, match="--loss_denominator must be 'labelled' or 'expected', got 'tokens'"):
+        MultiTaskTrainingArguments(output_dir=str(tmp_path), loss_denominator="tokens")
+    stream_args = MultiTaskTrainingArguments(
+        output_dir=str(tmp_path), max_steps=2, batch_composition="mixed", loss_denominator="expected", report_to="none"
+    )
+    with pytest.raises(HfMtlError, match="--loss_denominator expected needs a map-style training set"):
+        MultiTaskTrainer(model, stream_args, train_dataset=dataset.to_iterable_dataset(), processing_class=tokenizer)
 
 
 def _tiny_config(**kwargs) -> MultiTaskConfig:

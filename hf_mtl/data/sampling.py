@@ -213,6 +213,22 @@ def task_groups(label_columns: dict[str, list]) -> list[int]:
     return groups
 
 
+def labelled_positions_per_row(dataset: Dataset, label_keys: list[str]) -> dict[str, float]:
+    """Each task's mean labelled positions per row, over the rows that label it (1 for a sentence task, the mean
+    number of labelled words for a token task); 1 for a task no row labels. Keyed by label column."""
+    totals = dict.fromkeys(label_keys, 0)
+    rows = dict.fromkeys(label_keys, 0)
+    for batch in dataset.select_columns(label_keys).iter(batch_size=1000):
+        for key in label_keys:
+            for value in batch[key]:
+                count = (
+                    sum(label != IGNORE_INDEX for label in value) if isinstance(value, list) else value != IGNORE_INDEX
+                )
+                totals[key] += count
+                rows[key] += count > 0
+    return {key: totals[key] / rows[key] if rows[key] else 1.0 for key in label_keys}
+
+
 def training_epochs(args, num_batches: int) -> int:
     """The epochs training will run (begun ones count): `num_train_epochs` rounded up, or as many as `max_steps`
     optimizer steps take with `num_batches` batches (of all processes) per epoch."""
