@@ -1,9 +1,11 @@
-"""What the benchmarks share: where the repository and the real corpora are, a `run_mtl.py` run with a fixed step
-budget on `configs/sst2_wnut17.yaml`, mean ± std summaries, and writing results (JSON + a docs section)."""
+"""What the benchmarks share: where the repository and the real corpora are, the CPU's name, a `run_mtl.py` run with
+a fixed step budget on `configs/sst2_wnut17.yaml`, mean ± std summaries, and writing results (JSON + a docs
+section)."""
 
 from __future__ import annotations
 
 import json
+import re
 import statistics
 import subprocess
 import sys
@@ -26,6 +28,22 @@ METRICS = {
     "wnut17_test_f1": "test_ner_f1",
     "train_seconds": "train_runtime",
 }
+
+
+def cpu_name() -> str:
+    """The CPU's model name with its family and model numbers (`AMD EPYC (family 26, model 2)`): machines that share
+    a name differ in speed, and figures are compared only on one of them."""
+    cpuinfo = Path("/proc/cpuinfo")
+    text = cpuinfo.read_text() if cpuinfo.is_file() else ""
+    fields = {
+        key: re.search(rf"^{key}\s*:\s*(.+)$", text, re.MULTILINE) for key in ("model name", "cpu family", "model")
+    }
+    if fields["model name"] is None:
+        return "unknown"
+    name = fields["model name"].group(1).strip()
+    if fields["cpu family"] and fields["model"]:
+        name += f" (family {fields['cpu family'].group(1).strip()}, model {fields['model'].group(1).strip()})"
+    return name
 
 
 def run(name: str, extra: list[str], seed: int, steps: int, limits: list[str], workdir: Path) -> dict:

@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import cpu_name  # noqa: E402
 from throughput import peak_rss_mib, reset_peak_rss  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -290,13 +291,6 @@ def check(name: str, value: float, relation: str) -> dict:
     target = TARGETS[name]
     margin = target - value if relation == "<=" else value - target
     return {"value": value, "target": f"{relation} {target}", "met": margin >= 0, "margin": margin}
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATA, ROOT, fmt, run, save_results, summarise  # noqa: E402
+from common import DATA, ROOT, cpu_name, fmt, run, save_results, summarise  # noqa: E402
 
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 HYPERPARAMETERS = {"learning_rate": 5e-5, "per_device_train_batch_size": 32, "per_device_eval_batch_size": 64}
@@ -332,7 +332,7 @@ def execute(setting: str, run_name: str, task: str | None, seed: int, config: Pa
     cpu_per_wall = (cpu_seconds_of_children() - cpu_before) / wall
     row.update(
         setting=setting, run=run_name, task=task, seed=seed, process_seconds=round(wall),
-        cpu_per_wall=round(cpu_per_wall, 2),
+        cpu_per_wall=round(cpu_per_wall, 2), cpu=cpu_name(),
     )  # fmt: skip
     shutil.rmtree(output_dir, ignore_errors=True)
     return row
@@ -571,13 +571,6 @@ def markdown(results: dict, command: str) -> str:
             targets_table(targets),
         ]
     )
-
-
-def cpu_name() -> str:
-    for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
-        if line.startswith("Model name:"):
-            return line.split(":", 1)[1].strip()
-    return "CPU unknown"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATA, NEEDED, ROOT, finish  # noqa: E402
+from common import DATA, NEEDED, ROOT, cpu_name, finish  # noqa: E402
 from inference import real_sentences  # noqa: E402
 
 CONFIG = ROOT / "configs" / "sst2_wnut17.yaml"
@@ -315,10 +315,8 @@ def timed_chunks(function, texts: list[str], chunks: int) -> list[float]:
 def cpu_description() -> dict:
     import torch
 
-    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    name = re.search(r"model name\s*:\s*(.+)", text)
     return {
-        "cpu": name.group(1).strip() if name else "unknown",
+        "cpu": cpu_name(),
         "capability": torch.backends.cpu.get_cpu_capability(),
         "amx_bf16": bool(torch.cpu._is_amx_tile_supported()),
         "avx512_bf16": bool(torch.cpu._is_avx512_bf16_supported()),
