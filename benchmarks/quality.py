@@ -40,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -480,7 +481,7 @@ def summary_tables(results: dict) -> tuple[str, dict]:
                 for seed, t in per_seed.items()
                 if seed in complete and not any(r.get("time_note") for r in group if r["seed"] == seed)
             ]
-            time_cell = fmt(stats(timed), 1, 0)
+            time_cell = fmt(stats(timed), 1, 0) + (f" ({len(timed)} timed)" if 0 < len(timed) < len(per_seed) else "")
             lines.append(f"| {run_name} | " + " | ".join(cells) + f" | {time_cell} | {len(per_seed)} |")
         lines.append("")
         targets[name] = setting_targets(mine, setting)
@@ -558,12 +559,15 @@ def targets_table(targets: dict) -> str:
 def markdown(results: dict, command: str) -> str:
     tables, targets = summary_tables(results)
     results["targets"] = targets
+    cpus = Counter(row.get("cpu", results.get("cpu", "CPU unknown")) for row in results["runs"].values())
+    machines = "; ".join(f"{cpu}: {count} runs" for cpu, count in cpus.most_common())
     return "\n".join(
         [
-            f"Command: `{command}` (run from the repository root; last run {results.get('date')}, "
-            f"{results.get('cpu', 'CPU unknown')}). Scores are percentages, mean ± std over seeds (accuracy for "
-            "sentiment, seqeval entity F1 for NER and aspects); train time excludes the per-epoch evaluations, and "
-            "leaves out runs whose `time_note` in the results file says the machine was shared or paused.",
+            f"Command: `{command}` (run from the repository root; last run {results.get('date')}; {machines}). "
+            "Scores are percentages, mean ± std over seeds (accuracy for sentiment, seqeval entity F1 for NER and "
+            "aspects); train time excludes the per-epoch evaluations, and leaves out runs whose `time_note` in the "
+            "results file says the machine was shared or paused, or that they trained on another CPU than the "
+            "plain runs.",
             "",
             tables,
             "Targets (multi = hf_mtl's default multi-task run; plain = (a)):",
@@ -621,7 +625,8 @@ def main(argv: list[str] | None = None) -> int:
     configs = {name: write_config(name, SETTINGS[name], work) for name in names}
 
     results = load_results(output)
-    results.update(date=time.strftime("%Y-%m-%d"), cpu=cpu_name(), hyperparameters=HYPERPARAMETERS)
+    if not args.report_only:
+        results.update(date=time.strftime("%Y-%m-%d"), cpu=cpu_name(), hyperparameters=HYPERPARAMETERS)
     results["epochs"] = {name: 1 if args.quick else SETTINGS[name].epochs for name in SETTINGS}
     command = "python benchmarks/quality.py" + (" --quick" if args.quick else "")
     for setting, run_name, task, seed in [] if args.report_only else planned_runs(names, runs, seeds):
