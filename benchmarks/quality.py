@@ -26,6 +26,7 @@ rerun skips the runs recorded there (the benchmark is resumable). A single-task 
     python benchmarks/quality.py                                   # (a), (d): every setting, seeds 0 1 2 (2 h 25 min)
     python benchmarks/quality.py --runs single_random multi+per_task --seeds 0   # more rows, resumed into the file
     python benchmarks/quality.py --quick                           # smoke version, a minute or two
+    python benchmarks/quality.py --token_weights                   # short rows' share of each token loss (seconds)
 """
 
 from __future__ import annotations
@@ -600,6 +601,9 @@ def main(argv: list[str] | None = None) -> int:
         "--report_only", action="store_true", help="train nothing: rewrite the tables from the results file"
     )
     parser.add_argument("--speed_settings", action="store_true", help="instead: the speed settings' accuracy cost")
+    parser.add_argument(
+        "--token_weights", action="store_true", help="instead: the short rows' share of each token loss, per sampler"
+    )
     args = parser.parse_args(argv)
     known = SPEED_SETTINGS if args.speed_settings else SETTINGS
     unknown = sorted(set(args.settings or []) - set(known))
@@ -607,6 +611,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--settings: unknown {unknown}; choose from {list(known)}")
     if args.speed_settings:
         return speed_settings(args)
+    if args.token_weights:
+        return token_weights(args)
 
     names = args.settings or (["absa"] if args.quick else list(SETTINGS))
     missing = [f for name in names for f in SETTINGS[name].needed if not (DATA / f).is_file()]
@@ -645,6 +651,65 @@ def main(argv: list[str] | None = None) -> int:
     save_results(results, table, output, docs, "quality", "Multi-task vs single-task quality at convergence")
     print(table)
     print(f"results: {output}")
+    return 0
+
+
+def token_weights(args) -> int:
+    """How much of a token task's loss weight falls on its short rows (fewer words than the median), over one epoch
+    of hf_mtl's training sampler, against their share of the labelled words; per setting, sampler and
+    `--loss_denominator`. With random batches each labelled word weighs about the same; length-grouped batches of
+    short rows, each divided by their few words, weigh each of those words more (`labelled`), unless the step is
+    divided by its rows times the mean words per row (`expected`)."""
+    import datasets
+    import torch
+
+    from hf_mtl import load_multitask_datasets, load_tokenizer
+    from hf_mtl.arguments import parse_args
+    from hf_mtl.data.sampling import labelled_positions_per_row, split_by_task, training_sampler
+    from hf_mtl.heads import IGNORE_INDEX
+    from hf_mtl.loading import resolve_tasks
+    from hf_mtl.packaged_encoder import resolve_encoder
+
+    datasets.disable_progress_bars()
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="hf_mtl_quality_"))
+    prepare_data(work)
+    tokenizer = load_tokenizer(resolve_encoder(MODEL))
+    print("| setting | task | short rows' share of the words | sampler | labelled | expected |")
+    print("|---|---|---|---|---|---|")
+    for name in args.settings or list(SETTINGS):
+        config = write_config(name, SETTINGS[name], work)
+        model_args, data_args, training_args = parse_args([str(config), "--output_dir", str(work / "weights")])
+        tasks, _ = resolve_tasks(model_args.model_name_or_path, model_args.tasks)
+        data = load_multitask_datasets(data_args.datasets, tokenizer, tasks, data_args.max_seq_length, seed=0)
+        keys = [task.label_key for task in tasks]
+        train = split_by_task(data.train, keys)
+        per_row = labelled_positions_per_row(train, keys)
+        for task in (task for task in tasks if task.is_token_task):
+            words = [sum(label != IGNORE_INDEX for label in row) for row in train[task.label_key]]
+            median = statistics.median(w for w in words if w)
+            short_share = sum(w for w in words if 0 < w < median) / sum(words)
+            for sampler_name, group_size in (("random", 1), ("length groups of 4", 4), ("length groups of 50", 50)):
+                training_args.length_group_size = group_size
+                sampler = training_sampler(train, training_args, keys)
+                sampler.generator = torch.Generator().manual_seed(0)
+                order = list(sampler)
+                shares = {"labelled": [0.0, 0.0], "expected": [0.0, 0.0]}  # (short rows', all rows') weight
+                size = training_args.train_batch_size
+                for start in range(0, len(order), size):
+                    rows = [i for i in order[start : start + size] if words[i]]
+                    if not rows:
+                        continue
+                    for rule, denominator in (
+                        ("labelled", sum(words[i] for i in rows)),
+                        ("expected", len(rows) * per_row[task.label_key]),
+                    ):
+                        shares[rule][0] += sum(words[i] for i in rows if words[i] < median) / denominator
+                        shares[rule][1] += sum(words[i] for i in rows) / denominator
+                print(
+                    f"| {name} | {task.name} | {short_share:.2f} | {sampler_name} | "
+                    + " | ".join(f"{short / total:.2f}" for short, total in shares.values())
+                    + " |"
+                )
     return 0
 
 
