@@ -1,6 +1,8 @@
 """Two corpora, each labelled for one task: per-corpus evaluation, merged metrics, single-task baselines."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -113,3 +115,32 @@ def test_quality_benchmark_runs_a_single_task_run_shared_by_two_settings_once(mo
     assert quality.recorded_twin(runs, "sst2_btc", "plain", "ner", 1) is None
     assert quality.recorded_twin(runs, "sst2_btc", "multi", None, 1) is None
     assert quality.single_task_inputs("sst2_btc", "ner") != quality.single_task_inputs("sst2_wnut17", "ner")
+
+
+@pytest.mark.integration
+def test_quality_token_weights_expected_denominator_weighs_words_by_their_share(tmp_path):
+    from tests.conftest import SHARED_DATA
+
+    if not (SHARED_DATA / "semeval14_absa" / "restaurants_train.jsonl").is_file():
+        pytest.skip(f"real data not available: {SHARED_DATA} is missing")
+    command = [
+        sys.executable,
+        "benchmarks/quality.py",
+        "--token_weights",
+        "--settings",
+        "absa",
+        "--workdir",
+        str(tmp_path),
+    ]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line.strip("|").split(" | ") for line in result.stdout.splitlines() if line.startswith("| absa |")]
+    assert [row[3] for row in rows] == ["random", "length groups of 4", "length groups of 50"]
+    for _, task, share, sampler, labelled, expected in (map(str.strip, row) for row in rows):
+        # Divided by rows x mean words per row, each word weighs the same: short rows get their share of the words
+        # (every batch but the last is full). Divided by the batch's words, length-grouped short batches get more.
+        assert task == "aspects" and abs(float(expected) - float(share)) <= 0.01
+        if sampler == "random":
+            assert abs(float(labelled) - float(share)) <= 0.02
+        else:
+            assert float(labelled) > float(share) + 0.1
