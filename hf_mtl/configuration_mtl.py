@@ -85,7 +85,12 @@ class MultiTaskConfig(PretrainedConfig):
     head_hidden_layers: int = 0
 
     def __post_init__(self, **kwargs):
+        # The parent sets every sub-config's attention implementation to this config's (`None` unless given): an
+        # encoder config that has one (a loaded encoder's) keeps it.
+        encoder_attention = getattr(self.encoder, "_attn_implementation", None)
         super().__post_init__(**kwargs)
+        if encoder_attention is not None and self.encoder._attn_implementation is None:
+            self.encoder._attn_implementation = encoder_attention
         # Lets `trust_remote_code=True` load the model where hf_mtl is installed but not imported.
         self.auto_map = dict(AUTO_MAP)
         weightings = [strategy.value for strategy in LossWeighting]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,8 @@ from .errors import HfMtlError
 from .heads import IGNORE_INDEX, TaskHead, build_head
 from .loss_weighting import LossWeighting
 from .tasks import TaskSpec
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -90,13 +93,21 @@ class MultiTaskModel(MultiTaskPreTrainedModel):
         r"""
         encoder (`PreTrainedModel`, *optional*):
             The shared encoder, already built (as [`~MultiTaskModel.from_encoder`] passes a pretrained one, like
-            `EncoderDecoderModel`'s `encoder`); its weights are kept. Defaults to
-            `AutoModel.from_config(config.encoder)`.
+            `EncoderDecoderModel`'s `encoder`); its weights are kept. The model takes it over: it may drop its
+            pooler and move its top layers into `task_layers`. Defaults to `AutoModel.from_config(config.encoder)`.
         """
         super().__init__(config)
         # The tasks the heads are built for, validated once (not on every forward).
         self.task_specs: list[TaskSpec] = config.task_specs
-        self.encoder = AutoModel.from_config(config.encoder) if encoder is None else encoder
+        if encoder is None:
+            encoder = AutoModel.from_config(config.encoder)
+        elif encoder.config is not config.encoder:
+            # As `EncoderDecoderModel`: the model's config is the encoder's from now on.
+            if encoder.config.to_dict() != config.encoder.to_dict():
+                logger.warning("The encoder's config is replaced by config.encoder, which differs from it")
+            config.encoder._attn_implementation = encoder.config._attn_implementation
+            encoder.config = config.encoder
+        self.encoder = encoder
         if config.encoder_pooler is False:
             drop_pooler(self.encoder)
         self.task_layers = split_task_layers(self.encoder, config.task_specific_layers, self.task_specs)
@@ -157,9 +168,7 @@ class MultiTaskModel(MultiTaskPreTrainedModel):
         has_pooler = getattr(encoder, "pooler", None) is not None and not pooler_missing
         if not has_pooler:
             drop_pooler(encoder)
-        attn_implementation = encoder.config._attn_implementation
         config = MultiTaskConfig(encoder=encoder.config, tasks=tasks, encoder_pooler=has_pooler, **config_kwargs)
-        config.encoder._attn_implementation = attn_implementation  # building the config reset it
         # Each task's copy of the top layers starts from the pretrained ones; only the heads are initialised.
         return cls(config, encoder=encoder)
 
@@ -273,8 +282,10 @@ class MultiTaskModel(MultiTaskPreTrainedModel):
         """`sum_t w_t L_t`; with `loss_weighting="uncertainty"`, `sum_t w_t (exp(-s_t) L_t + s_t)` over the tasks
         this batch labels (an unlabelled task's `s_t` is left alone, else it would drift down unopposed).
 
-        `shares[t]` is this batch's part of task t's labelled positions in the optimizer step (1 for a batch mean, 0
-        when the batch labels none): the `s_t` term is added in that part, so that over the step it counts once."""
+        `shares[t]` is this batch's labelled positions of task t over the step's denominator (1 for a batch mean, 0
+        when the batch labels none): the `s_t` term is added in that part, so that over the step it counts once
+        (under the trainer's `loss_denominator="expected"`, about once: the step's positions over their expected
+        number)."""
         specs = {task.name: (index, task) for index, task in enumerate(self.task_specs)}
         total = 0.0
         for name, task_loss in task_losses.items():

@@ -60,10 +60,11 @@ class MultiTaskTrainer(Trainer):
       gradient is that of one pooled batch whatever the accumulation or the number of processes. With
       `args.loss_denominator="expected"`, by the step's rows labelling the task times the task's mean labelled
       positions per row in the training set instead;
-    - logs each task's loss: `sentiment_loss`, `ner_loss` in training (the mean of the task's step losses over
-      the logging window) and `eval_sentiment_loss`, `eval_ner_loss` in evaluation (averaged over the evaluation
-      batches), each summed and counted across processes before averaging. A step that labels no position of a
-      task does not count for that task's average;
+    - logs each task's loss: `sentiment_loss`, `ner_loss` in training (the mean of the task's per-step mean
+      cross-entropies over the logging window; under `loss_denominator="expected"` each step weighted by its
+      labelled positions over its denominator) and `eval_sentiment_loss`, `eval_ner_loss` in evaluation
+      (averaged over the evaluation batches), each summed and counted across processes before averaging. A step
+      that labels no position of a task does not count for that task's average;
     - gives the heads their own learning rate when `args.head_learning_rate` is set.
     """
 
@@ -135,24 +136,13 @@ class MultiTaskTrainer(Trainer):
         return SequentialSampler(eval_dataset)
 
     def _get_num_items_in_batch(self, batch_samples: list, device: torch.device) -> dict[str, torch.Tensor] | None:
-        """Each task's labelled positions over the micro-batches of one optimizer step (and over every process, with
-        `average_tokens_across_devices`): the denominators of the tasks' losses. Under `loss_denominator="expected"`,
-        the step's rows labelling the task times the task's mean labelled positions per row."""
+        """Each task's loss denominator over the micro-batches of one optimizer step (and over every process, with
+        `average_tokens_across_devices`): see [`loss_denominators`]. Evaluation always uses the labelled positions."""
         if not batch_samples:
             return None
         keys = [(task.name, task.label_key) for task in self.task_specs]
-        per_row = self._positions_per_row
-
-        def count(batch: dict, key: str) -> torch.Tensor:
-            labels = batch.get(key)
-            if labels is None:
-                return torch.tensor(0) if per_row is None else torch.tensor(0.0)
-            labelled = labels != IGNORE_INDEX
-            if per_row is None:
-                return labelled.sum()
-            return labelled.reshape(len(labelled), -1).any(dim=1).sum() * per_row[key]
-
-        counts = torch.stack([sum(count(batch, key) for batch in batch_samples) for _, key in keys]).to(device)
+        per_row = self._positions_per_row if self.model.training else None
+        counts = loss_denominators(batch_samples, [key for _, key in keys], per_row).to(device)
         if self.args.average_tokens_across_devices and self.args.world_size > 1:
             counts = self.accelerator.gather(counts).reshape(-1, len(keys)).sum(dim=0)
         return {name: count for (name, _), count in zip(keys, counts)}
@@ -437,6 +427,26 @@ class MultiTaskTrainer(Trainer):
         for task, loss in self._reduce_task_losses("eval").items():
             output.metrics[f"{metric_key_prefix}_{task}_loss"] = loss
         return output
+
+
+def loss_denominators(
+    batches: list[dict[str, Any]], label_keys: list[str], positions_per_row: dict[str, float] | None = None
+) -> torch.Tensor:
+    """Each task's loss denominator over the micro-batches of one optimizer step, in `label_keys` order: its labelled
+    positions (`loss_denominator="labelled"`), or, given `positions_per_row` (each label key's mean labelled
+    positions per row of the training set; `loss_denominator="expected"`), the step's rows that label the task
+    times that mean. The second weighs every labelled token alike in every step, however long the step's rows."""
+
+    def count(batch: dict[str, Any], key: str) -> torch.Tensor:
+        labels = batch.get(key)
+        if labels is None:
+            return torch.tensor(0) if positions_per_row is None else torch.tensor(0.0)
+        labelled = labels != IGNORE_INDEX
+        if positions_per_row is None:
+            return labelled.sum()
+        return labelled.reshape(len(labelled), -1).any(dim=1).sum() * positions_per_row[key]
+
+    return torch.stack([sum(count(batch, key) for batch in batches) for key in label_keys])
 
 
 def _unflatten(flat: torch.Tensor, parameters: list[nn.Parameter]) -> list[torch.Tensor]:

@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 from transformers import AutoModel
@@ -121,10 +123,14 @@ def test_from_encoder_builds_no_random_encoder_and_initialises_only_the_heads(ti
         head = model.heads[task].classifier
         assert head.bias.abs().sum().item() == 0.0
         assert 0.5 * 0.02 < head.weight.std().item() < 1.5 * 0.02
-    # The encoder keeps the attention implementation it was loaded with.
+    # The encoder keeps the attention implementation it was loaded with, through from_encoder or the constructor,
+    # and the model's config is the encoder's (as EncoderDecoderModel links them).
     assert model.encoder.config._attn_implementation == "sdpa"
     eager = MultiTaskModel.from_encoder(str(tiny_dir), encoder_kwargs={"attn_implementation": "eager"})
     assert eager.encoder.config._attn_implementation == "eager"
+    loaded = BertModel.from_pretrained(tiny_dir, attn_implementation="eager")
+    built = MultiTaskModel(MultiTaskConfig(encoder=copy.deepcopy(loaded.config)), encoder=loaded)
+    assert built.encoder.config is built.config.encoder and built.config.encoder._attn_implementation == "eager"
 
 
 def test_encoder_without_pooler_uses_cls_state(tokenizer):

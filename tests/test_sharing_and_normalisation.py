@@ -124,6 +124,12 @@ def test_expected_loss_denominator_weighs_every_token_the_same_in_every_step(tin
     torch.testing.assert_close(step_loss, expected_loss.detach())
     for name, grad in expected_grads.items():
         torch.testing.assert_close(dict(model.named_parameters())[name].grad, grad, msg=name)
+    # Evaluation counts the labelled positions whatever the training rule: NER labels 3 + 1 words of the first step.
+    model.eval()
+    assert {task: int(count) for task, count in trainer._get_num_items_in_batch(micro_batches, "cpu").items()} == {
+        "sentiment": 2,
+        "ner": 4,
+    }
     with pytest.raises(HfMtlError, match="--loss_denominator must be 'labelled' or 'expected', got 'tokens'"):
         MultiTaskTrainingArguments(output_dir=str(tmp_path), loss_denominator="tokens")
     stream_args = MultiTaskTrainingArguments(
