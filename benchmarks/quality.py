@@ -443,6 +443,17 @@ def cell(rows: list[dict], key: str) -> dict | None:
     return stats([row[key] for row in rows if row.get(key) is not None])
 
 
+def reference_cpu(rows: list[dict]) -> str | None:
+    """The CPU most of a setting's plain runs trained on: the other runs' times are compared only on it."""
+    cpus = Counter(row.get("cpu") for row in rows if row["run"] == "plain") or Counter(row.get("cpu") for row in rows)
+    return cpus.most_common(1)[0][0] if cpus else None
+
+
+def time_counts(row: dict, cpu: str | None) -> bool:
+    """Whether a run's time counts: not disturbed (no `time_note`) and trained on the reference CPU."""
+    return not row.get("time_note") and row.get("cpu") == cpu
+
+
 def summary_tables(results: dict) -> tuple[str, dict]:
     """The ablation table per setting and the targets (multi-task minus plain single-task, per task)."""
     rows = list(results["runs"].values())
@@ -452,6 +463,7 @@ def summary_tables(results: dict) -> tuple[str, dict]:
         if not mine:
             continue
         seeds = sorted({row["seed"] for row in mine})
+        cpu = reference_cpu(mine)
         lines += [
             f"### {name} ({results['epochs'][name]} epochs, seeds {seeds})",
             "",
@@ -480,7 +492,7 @@ def summary_tables(results: dict) -> tuple[str, dict]:
             timed = [
                 t
                 for seed, t in per_seed.items()
-                if seed in complete and not any(r.get("time_note") for r in group if r["seed"] == seed)
+                if seed in complete and all(time_counts(r, cpu) for r in group if r["seed"] == seed)
             ]
             time_cell = fmt(stats(timed), 1, 0) + (f" ({len(timed)} timed)" if 0 < len(timed) < len(per_seed) else "")
             lines.append(f"| {run_name} | " + " | ".join(cells) + f" | {time_cell} | {len(per_seed)} |")
@@ -507,7 +519,8 @@ def setting_targets(rows: list[dict], setting: Setting) -> dict:
                 "multi_epochs_to_plain_dev": epochs_to_reach(multi, plain, name),
                 "epochs": max(len(row.get(f"{name}_dev_curve") or []) for row in multi),
             }
-    disturbed = {row["seed"] for row in multi + plain if row.get("time_note")}
+    cpu = reference_cpu(rows)
+    disturbed = {row["seed"] for row in multi + plain if not time_counts(row, cpu)}
     seeds = ({row["seed"] for row in multi} & {row["seed"] for row in plain}) - disturbed
     if seeds and len({row["task"] for row in plain}) == len(setting.tasks):
         multi_time = statistics.fmean(row["train_seconds"] for row in multi if row["seed"] in seeds)
@@ -560,7 +573,7 @@ def targets_table(targets: dict) -> str:
 def markdown(results: dict, command: str) -> str:
     tables, targets = summary_tables(results)
     results["targets"] = targets
-    cpus = Counter(row.get("cpu", results.get("cpu", "CPU unknown")) for row in results["runs"].values())
+    cpus = Counter(row.get("cpu", "CPU unknown") for row in results["runs"].values())
     machines = "; ".join(f"{cpu}: {count} runs" for cpu, count in cpus.most_common())
     return "\n".join(
         [
@@ -631,6 +644,8 @@ def main(argv: list[str] | None = None) -> int:
     configs = {name: write_config(name, SETTINGS[name], work) for name in names}
 
     results = load_results(output)
+    for row in results["runs"].values():  # rows recorded before rows had a `cpu` of their own
+        row.setdefault("cpu", results.get("cpu", "CPU unknown"))
     if not args.report_only:
         results.update(date=time.strftime("%Y-%m-%d"), cpu=cpu_name(), hyperparameters=HYPERPARAMETERS)
     results["epochs"] = {name: 1 if args.quick else SETTINGS[name].epochs for name in SETTINGS}
@@ -669,6 +684,7 @@ def token_weights(args) -> int:
     from hf_mtl.heads import IGNORE_INDEX
     from hf_mtl.loading import resolve_tasks
     from hf_mtl.packaged_encoder import resolve_encoder
+    from hf_mtl.trainer import loss_denominators
 
     datasets.disable_progress_bars()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="hf_mtl_quality_"))
@@ -682,7 +698,7 @@ def token_weights(args) -> int:
         tasks, _ = resolve_tasks(model_args.model_name_or_path, model_args.tasks)
         data = load_multitask_datasets(data_args.datasets, tokenizer, tasks, data_args.max_seq_length, seed=0)
         keys = [task.label_key for task in tasks]
-        train = split_by_task(data.train, keys)
+        train = split_by_task(data.train, keys)  # per-task batches, the default (every setting here uses it)
         per_row = labelled_positions_per_row(train, keys)
         for task in (task for task in tasks if task.is_token_task):
             words = [sum(label != IGNORE_INDEX for label in row) for row in train[task.label_key]]
@@ -699,10 +715,13 @@ def token_weights(args) -> int:
                     rows = [i for i in order[start : start + size] if words[i]]
                     if not rows:
                         continue
-                    for rule, denominator in (
-                        ("labelled", sum(words[i] for i in rows)),
-                        ("expected", len(rows) * per_row[task.label_key]),
-                    ):
+                    labels = [train[i][task.label_key] for i in rows]
+                    width = max(len(row) for row in labels)
+                    batch = {
+                        task.label_key: torch.tensor([row + [IGNORE_INDEX] * (width - len(row)) for row in labels])
+                    }
+                    for rule, positions in (("labelled", None), ("expected", per_row)):
+                        denominator = float(loss_denominators([batch], [task.label_key], positions)[0])
                         shares[rule][0] += sum(words[i] for i in rows if words[i] < median) / denominator
                         shares[rule][1] += sum(words[i] for i in rows) / denominator
                 print(

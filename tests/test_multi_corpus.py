@@ -144,3 +144,30 @@ def test_quality_token_weights_expected_denominator_weighs_words_by_their_share(
             assert abs(float(labelled) - float(share)) <= 0.02
         else:
             assert float(labelled) > float(share) + 0.1
+
+
+def test_quality_report_compares_times_only_on_the_plain_runs_cpu(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import quality
+
+    def row(run, task, seed, seconds, cpu="A"):
+        scores = {f"{name}_{split}": 0.8 for name in ("sentiment", "aspects") for split in ("dev", "test")}
+        return {
+            "setting": "absa",
+            "run": run,
+            "task": task,
+            "seed": seed,
+            "train_seconds": seconds,
+            "cpu": cpu,
+            **scores,
+        }
+
+    runs = [
+        row("plain", task, seed, seconds) for seed in (0, 1) for task, seconds in (("sentiment", 100), ("aspects", 50))
+    ]
+    runs += [row("multi", None, 0, 90), row("multi", None, 1, 10, cpu="B")]
+    results = {"runs": {str(i): r for i, r in enumerate(runs)}, "epochs": {"absa": 5}}
+    table, targets = quality.summary_tables(results)
+    # Seed 1's multi-task run trained on another CPU: its time is left out of the row and of the ratio (90 / 150).
+    assert "| multi | 80.0 ± 0.0 | 80.0 ± 0.0 | 80.0 ± 0.0 | 80.0 ± 0.0 | 90 ± 0 (1 timed) | 2 |" in table
+    assert targets["absa"]["time_ratio_multi_over_plain_pair"] == 0.6
