@@ -171,3 +171,18 @@ def test_quality_report_compares_times_only_on_the_plain_runs_cpu(monkeypatch):
     # Seed 1's multi-task run trained on another CPU: its time is left out of the row and of the ratio (90 / 150).
     assert "| multi | 80.0 ± 0.0 | 80.0 ± 0.0 | 80.0 ± 0.0 | 80.0 ± 0.0 | 90 ± 0 (1 timed) | 2 |" in table
     assert targets["absa"]["time_ratio_multi_over_plain_pair"] == 0.6
+
+
+def test_quality_single_task_rows_of_a_token_only_change_train_the_token_tasks(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import quality
+
+    plan = quality.planned_runs(["absa", "sst2_btc"], ["single", "single+expected_denominator"], [0])
+    assert plan == [
+        ("absa", "single", "sentiment", 0),
+        ("absa", "single", "aspects", 0),
+        ("absa", "single+expected_denominator", "aspects", 0),
+        ("sst2_btc", "single", "sentiment", 0),
+        ("sst2_btc", "single", "ner", 0),
+        ("sst2_btc", "single+expected_denominator", "ner", 0),
+    ]
