@@ -165,6 +165,9 @@ CANDIDATES = {
     # Token losses over the step's rows x the mean labelled words per row, not the step's labelled words: a
     # length-grouped step of short rows no longer weighs each of its tokens more than a step of long rows.
     "expected_denominator": ["--loss_denominator", "expected"],
+    # Random batches for token tasks (they gained from them on absa), length-grouped ones for sentence tasks (they
+    # did not): most of random batches' quality for part of their time.
+    "random_token_batches": ["--length_group_token_tasks", "false"],
 }
 # One corpus labelling both tasks: each task has every row, so the shares are equal whatever the sampling.
 SINGLE_CORPUS_NO_OP = {"temperature_2", "equal", "annealed"}

@@ -206,6 +206,13 @@ class MultiTaskTrainingArguments(TrainingArguments):
             "random batches."
         },
     )
+    length_group_token_tasks: bool = field(
+        default=True,
+        metadata={
+            "help": "With per-task batches and group_by_length: draw token tasks' batches by length too. false: token "
+            "tasks' batches are random rows (as the plain Trainer draws them), sentence tasks' stay length-grouped."
+        },
+    )
     loss_denominator: Literal["labelled", "expected"] = field(
         default="labelled",
         metadata={

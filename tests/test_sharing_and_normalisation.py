@@ -297,6 +297,37 @@ def test_per_task_batches_hold_one_group_each_and_every_row(tmp_path):
         assert has_sentiment != has_ner
 
 
+def test_length_group_token_tasks_false_draws_token_batches_at_random_and_sentence_batches_by_length(tmp_path):
+    # Rows 0-63 a sentence task, 64-127 a token task; in each, half the rows have length 5 and half length 50. Batches
+    # of 4, megabatches of 4 batches (16 rows sorted by length): at most one batch per megabatch mixes both lengths.
+    groups, lengths = [0] * 64 + [1] * 64, [5, 50] * 64
+    generator = torch.Generator().manual_seed(0)
+    sampler = TaskHomogeneousSampler(groups, 4, lengths, generator, megabatch_batches=4, random_groups={1})
+    order = list(sampler)
+    mixed = {0: 0, 1: 0}
+    for batch in (order[i : i + 4] for i in range(0, len(order), 4)):
+        mixed[groups[batch[0]]] += len({lengths[i] for i in batch}) == 2
+    assert mixed[0] <= 4  # length-grouped: 4 megabatches, at most one mixed batch each
+    assert mixed[1] > 8  # random rows: most of the 16 batches mix (14.2 expected)
+
+    # Through the arguments: the group labelling the token task is drawn at random, the sentence one by length.
+    rows = [
+        {"input_ids": [2] * (3 + i % 5), "sentiment_labels": i % 2, "ner_labels": [-100] * (3 + i % 5)}
+        for i in range(8)
+    ]
+    rows += [
+        {"input_ids": [2] * (3 + i % 5), "sentiment_labels": -100, "ner_labels": [0] * (3 + i % 5)} for i in range(8)
+    ]
+    dataset = Dataset.from_list(rows)
+    dataset = dataset.add_column("length", [len(row["input_ids"]) for row in rows])
+    for setting, expected in ((True, set()), (False, {1})):
+        args = MultiTaskTrainingArguments(
+            output_dir=str(tmp_path), per_device_train_batch_size=4, length_group_token_tasks=setting, report_to="none"
+        )
+        sampler = training_sampler(dataset, args, ["sentiment_labels", "ner_labels"])
+        assert sampler.random_groups == expected
+
+
 def test_length_group_size_sets_how_many_batches_are_sorted_together(tmp_path):
     lengths = [(7 * i) % 32 for i in range(32)]  # 32 distinct lengths
     permutation = torch.randperm(32, generator=torch.Generator().manual_seed(3)).tolist()

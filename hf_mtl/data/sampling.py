@@ -84,6 +84,7 @@ class TaskHomogeneousSampler(Sampler[int]):
             tells the sampler the epoch through `set_epoch`.
         megabatch_batches (`int`, *optional*, defaults to 50): With `lengths`, the batches per megabatch of the
             length grouping inside a group ([`ShuffledLengthGroupedSampler`]).
+        random_groups (`set[int]`, *optional*): Groups whose batches are random rows even with `lengths`.
     """
 
     def __init__(
@@ -94,9 +95,11 @@ class TaskHomogeneousSampler(Sampler[int]):
         generator: torch.Generator | None = None,
         num_epochs: int | None = None,
         megabatch_batches: int = 50,
+        random_groups: set[int] | None = None,
     ):
         self.groups = list(groups)
         self.megabatch_batches = megabatch_batches
+        self.random_groups = set(random_groups or ())
         self.batch_size = batch_size
         self.lengths = list(lengths) if lengths is not None else None
         self.generator = generator
@@ -141,7 +144,7 @@ class TaskHomogeneousSampler(Sampler[int]):
         return drawn[:needed]
 
     def _group_batches(self, rows: list[int]) -> list[list[int]]:
-        if self.lengths is not None:
+        if self.lengths is not None and self.groups[rows[0]] not in self.random_groups:
             inner = ShuffledLengthGroupedSampler(
                 [self.lengths[i] for i in rows], self.batch_size, self.megabatch_batches
             )
@@ -264,8 +267,20 @@ def training_sampler(dataset, args, label_keys: list[str]) -> Sampler[int] | Non
         elif "input_ids" in columns:
             lengths = [len(ids) for ids in dataset["input_ids"]]
     if per_task:
-        groups = task_groups({key: dataset[key] for key in label_keys})
-        sampler = TaskHomogeneousSampler(groups, args.train_batch_size, lengths, megabatch_batches=group_size)
+        columns = {key: dataset[key] for key in label_keys}
+        groups = task_groups(columns)
+        random_groups = set()
+        if not getattr(args, "length_group_token_tasks", True):
+            # Token tasks' label columns hold a list per row; a group labelling one of them draws random batches.
+            token_keys = [key for key, column in columns.items() if column and isinstance(column[0], list)]
+            random_groups = {
+                group
+                for index, group in enumerate(groups)
+                if any(label != IGNORE_INDEX for key in token_keys for label in columns[key][index])
+            }
+        sampler = TaskHomogeneousSampler(
+            groups, args.train_batch_size, lengths, megabatch_batches=group_size, random_groups=random_groups
+        )
         if annealed:
             sampler.num_epochs = training_epochs(args, sampler.num_batches)
         return sampler
