@@ -58,17 +58,20 @@ def _pooled_loss(model: MultiTaskModel, rows: list[dict], tokenizer, denominator
     return total
 
 
-def test_gradient_accumulation_gives_the_loss_and_gradient_of_the_pooled_batch(tiny_dir, tokenizer, tmp_path):
-    torch.manual_seed(0)
-    model = MultiTaskModel.from_encoder(str(tiny_dir), encoder_kwargs=NO_DROPOUT, classifier_dropout=0.0)
-    rows = _rows(tokenizer)
-    # Independently: one pooled batch of the 4 rows.
+def _pooled_gradients(model: MultiTaskModel, rows: list[dict], tokenizer, denominators: dict | None = None):
+    """The loss of `_pooled_loss` and the gradients it gives, computed independently of the Trainer; the model's
+    gradients are left at zero."""
     model.zero_grad()
-    expected_loss = _pooled_loss(model, rows, tokenizer)
-    expected_loss.backward()
-    expected_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    loss = _pooled_loss(model, rows, tokenizer, denominators)
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     model.zero_grad()
+    return loss.detach(), grads
 
+
+def _first_step_with_accumulation_2(model, dataset: Dataset, tokenizer, tmp_path, **kwargs):
+    """A Trainer over `dataset` in order (batch 2, accumulation 2): the first optimizer step's micro-batches and
+    `num_items_in_batch`."""
     args = MultiTaskTrainingArguments(
         output_dir=str(tmp_path),
         per_device_train_batch_size=2,
@@ -76,16 +79,32 @@ def test_gradient_accumulation_gives_the_loss_and_gradient_of_the_pooled_batch(t
         train_sampling_strategy="sequential",
         batch_composition="mixed",
         report_to="none",
+        **kwargs,
     )
-    trainer = MultiTaskTrainer(model, args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
-    iterator = iter(trainer.get_train_dataloader())
-    micro_batches, num_items = trainer.get_batch_samples(iterator, 2, args.device)
-    # Sentiment labels rows 0 and 2; NER labels 3 tokens of row 0 and 1 of row 3: counted over the whole step.
-    assert {task: int(count) for task, count in num_items.items()} == {"sentiment": 2, "ner": 4}
+    trainer = MultiTaskTrainer(model, args, train_dataset=dataset, processing_class=tokenizer)
+    micro_batches, num_items = trainer.get_batch_samples(iter(trainer.get_train_dataloader()), 2, args.device)
+    return trainer, micro_batches, num_items
+
+
+def _assert_step_gives(trainer, model, micro_batches, num_items, expected_loss, expected_grads) -> None:
     step_loss = sum(trainer.training_step(model, batch, num_items) for batch in micro_batches)
-    torch.testing.assert_close(step_loss, expected_loss.detach())
+    torch.testing.assert_close(step_loss, expected_loss)
     for name, grad in expected_grads.items():
         torch.testing.assert_close(dict(model.named_parameters())[name].grad, grad, msg=name)
+
+
+def test_gradient_accumulation_gives_the_loss_and_gradient_of_the_pooled_batch(tiny_dir, tokenizer, tmp_path):
+    torch.manual_seed(0)
+    model = MultiTaskModel.from_encoder(str(tiny_dir), encoder_kwargs=NO_DROPOUT, classifier_dropout=0.0)
+    rows = _rows(tokenizer)
+    # Independently: one pooled batch of the 4 rows.
+    expected_loss, expected_grads = _pooled_gradients(model, rows, tokenizer)
+    trainer, micro_batches, num_items = _first_step_with_accumulation_2(
+        model, Dataset.from_list(rows), tokenizer, tmp_path
+    )
+    # Sentiment labels rows 0 and 2; NER labels 3 tokens of row 0 and 1 of row 3: counted over the whole step.
+    assert {task: int(count) for task, count in num_items.items()} == {"sentiment": 2, "ner": 4}
+    _assert_step_gives(trainer, model, micro_batches, num_items, expected_loss, expected_grads)
     # Averaging each micro-batch's means would not: the first micro-batch holds 3 of the 4 NER positions.
     with torch.no_grad():
         per_batch_means = sum(model(**batch).loss for batch in micro_batches) / 2
@@ -101,29 +120,13 @@ def test_expected_loss_denominator_weighs_every_token_the_same_in_every_step(tin
     extra = {"input_ids": ids, "attention_mask": [1] * len(ids), "sentiment_labels": -100}
     extra["ner_labels"] = [-100] + [1, 0, 3, 0, 1] + [-100] * (len(ids) - 6)
     # Independently: the first step's 4 rows, each task's summed cross-entropy over (its rows there) x (per row).
-    model.zero_grad()
-    expected_loss = _pooled_loss(model, rows, tokenizer, {"sentiment": 2 * 1.0, "ner": 2 * 3.0})
-    expected_loss.backward()
-    expected_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-    model.zero_grad()
-
-    args = MultiTaskTrainingArguments(
-        output_dir=str(tmp_path),
-        per_device_train_batch_size=2,
-        gradient_accumulation_steps=2,
-        train_sampling_strategy="sequential",
-        batch_composition="mixed",
-        loss_denominator="expected",
-        report_to="none",
-    )
+    expected_loss, expected_grads = _pooled_gradients(model, rows, tokenizer, {"sentiment": 2 * 1.0, "ner": 2 * 3.0})
     dataset = Dataset.from_list([*rows, extra])
-    trainer = MultiTaskTrainer(model, args, train_dataset=dataset, processing_class=tokenizer)
-    micro_batches, num_items = trainer.get_batch_samples(iter(trainer.get_train_dataloader()), 2, args.device)
+    trainer, micro_batches, num_items = _first_step_with_accumulation_2(
+        model, dataset, tokenizer, tmp_path, loss_denominator="expected"
+    )
     assert {task: float(count) for task, count in num_items.items()} == {"sentiment": 2.0, "ner": 6.0}
-    step_loss = sum(trainer.training_step(model, batch, num_items) for batch in micro_batches)
-    torch.testing.assert_close(step_loss, expected_loss.detach())
-    for name, grad in expected_grads.items():
-        torch.testing.assert_close(dict(model.named_parameters())[name].grad, grad, msg=name)
+    _assert_step_gives(trainer, model, micro_batches, num_items, expected_loss, expected_grads)
     # Evaluation counts the labelled positions whatever the training rule: NER labels 3 + 1 words of the first step.
     model.eval()
     assert {task: int(count) for task, count in trainer._get_num_items_in_batch(micro_batches, "cpu").items()} == {

@@ -175,24 +175,32 @@ class TaskHomogeneousSampler(Sampler[int]):
             yield from batches[position]
 
 
+def is_labelled(value: int | list[int]) -> bool:
+    """Whether a row's label value (a sentence task's int, a token task's list) labels anything (not all -100)."""
+    return any(label != IGNORE_INDEX for label in value) if isinstance(value, list) else value != IGNORE_INDEX
+
+
+def labelled_positions(value: int | list[int]) -> int:
+    """How many positions a row's label value labels: 0 or 1 for a sentence task's int, the words not -100 for a
+    token task's list."""
+    return sum(label != IGNORE_INDEX for label in value) if isinstance(value, list) else int(value != IGNORE_INDEX)
+
+
 def split_by_task(dataset: Dataset, label_keys: list[str]) -> Dataset:
     """One row per (row, labelled task): a row that labels several tasks (a jointly labelled corpus) becomes one copy
     per task, each with the other tasks' labels set to -100; rows labelling one task are kept as they are. With
     per-task batches, every optimizer step then trains one task, as in that task's single-task run."""
 
-    def labelled(value) -> bool:
-        return any(label != IGNORE_INDEX for label in value) if isinstance(value, list) else value != IGNORE_INDEX
-
     def masked(value):
         return [IGNORE_INDEX] * len(value) if isinstance(value, list) else IGNORE_INDEX
 
-    if not any(sum(labelled(row[key]) for key in label_keys) > 1 for row in dataset.select_columns(label_keys)):
+    if not any(sum(is_labelled(row[key]) for key in label_keys) > 1 for row in dataset.select_columns(label_keys)):
         return dataset
 
     def split(batch: dict[str, list]) -> dict[str, list]:
         out: dict[str, list] = {column: [] for column in batch}
         for index in range(len(batch[label_keys[0]])):
-            tasks = [key for key in label_keys if labelled(batch[key][index])] or label_keys[:1]
+            tasks = [key for key in label_keys if is_labelled(batch[key][index])] or label_keys[:1]
             for task in tasks:
                 for column, values in batch.items():
                     keep = column not in label_keys or column == task or len(tasks) == 1
@@ -209,9 +217,7 @@ def task_groups(label_columns: dict[str, list]) -> list[int]:
     columns = list(label_columns.values())
     groups = []
     for row in zip(*columns):
-        signature = tuple(
-            any(label != -100 for label in value) if isinstance(value, list) else value != -100 for value in row
-        )
+        signature = tuple(is_labelled(value) for value in row)
         groups.append(signatures.setdefault(signature, len(signatures)))
     return groups
 
@@ -224,9 +230,7 @@ def labelled_positions_per_row(dataset: Dataset, label_keys: list[str]) -> dict[
     for batch in dataset.select_columns(label_keys).iter(batch_size=1000):
         for key in label_keys:
             for value in batch[key]:
-                count = (
-                    sum(label != IGNORE_INDEX for label in value) if isinstance(value, list) else value != IGNORE_INDEX
-                )
+                count = labelled_positions(value)
                 totals[key] += count
                 rows[key] += count > 0
     return {key: totals[key] / rows[key] if rows[key] else 1.0 for key in label_keys}
@@ -271,12 +275,14 @@ def training_sampler(dataset, args, label_keys: list[str]) -> Sampler[int] | Non
         groups = task_groups(columns)
         random_groups = set()
         if not getattr(args, "length_group_token_tasks", True):
-            # Token tasks' label columns hold a list per row; a group labelling one of them draws random batches.
+            # Token tasks' label columns hold a list per row; a group labelling one of them (as all its rows do,
+            # so its first row tells) draws random batches.
             token_keys = [key for key, column in columns.items() if column and isinstance(column[0], list)]
+            first_rows = {group: index for index, group in reversed(list(enumerate(groups)))}
             random_groups = {
                 group
-                for index, group in enumerate(groups)
-                if any(label != IGNORE_INDEX for key in token_keys for label in columns[key][index])
+                for group, index in first_rows.items()
+                if any(is_labelled(columns[key][index]) for key in token_keys)
             }
         sampler = TaskHomogeneousSampler(
             groups, args.train_batch_size, lengths, megabatch_batches=group_size, random_groups=random_groups
