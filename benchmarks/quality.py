@@ -168,6 +168,9 @@ CANDIDATES = {
     # Random batches for token tasks (they gained from them on absa), length-grouped ones for sentence tasks (they
     # did not): most of random batches' quality for part of their time.
     "random_token_batches": ["--length_group_token_tasks", "false"],
+    # Token tasks' length groups cut into batches of about equal words, not rows: every token step trains on about
+    # as many words as a random batch (no short-row over-weighting, no small or large steps), with little padding.
+    "word_batches": ["--token_batches_by_words", "true"],
 }
 # One corpus labelling both tasks: each task has every row, so the shares are equal whatever the sampling.
 SINGLE_CORPUS_NO_OP = {"temperature_2", "equal", "annealed"}
@@ -175,11 +178,11 @@ SINGLE_CORPUS_NO_OP = {"temperature_2", "equal", "annealed"}
 DEFAULT_RUNS = ["plain", "multi"]
 QUICK_RUNS = ["plain", "single", "multi"]  # the smoke version goes through every training path
 # Candidates that change only token tasks' training: their single-task rows (`single+<change>`) skip sentence tasks.
-TOKEN_TASKS_ONLY = {"expected_denominator"}
+TOKEN_TASKS_ONLY = {"expected_denominator", "word_batches"}
 ALL_RUNS = [
     "plain",
     "single",
-    *[f"single+{name}" for name in TOKEN_TASKS_ONLY],
+    *[f"single+{name}" for name in sorted(TOKEN_TASKS_ONLY)],
     "single_random",
     "multi",
     *[f"multi+{name}" for name in CANDIDATES],
@@ -709,8 +712,14 @@ def token_weights(args) -> int:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="hf_mtl_quality_"))
     prepare_data(work)
     tokenizer = load_tokenizer(resolve_encoder(MODEL))
-    print("| setting | task | short rows' share of the words | sampler | labelled | expected |")
-    print("|---|---|---|---|---|---|")
+    print("| setting | task | short rows' share of the words | sampler | labelled | expected | padding |")
+    print("|---|---|---|---|---|---|---|")
+    samplers = {
+        "random": {"length_group_size": 1},
+        "length groups of 4": {"length_group_size": 4},
+        "length groups of 50": {"length_group_size": 50},
+        "length groups of 50, equal words": {"length_group_size": 50, "token_batches_by_words": True},
+    }
     for name in args.settings or list(SETTINGS):
         config = write_config(name, SETTINGS[name], work)
         model_args, data_args, training_args = parse_args([str(config), "--output_dir", str(work / "weights")])
@@ -719,21 +728,27 @@ def token_weights(args) -> int:
         keys = [task.label_key for task in tasks]
         train = split_by_task(data.train, keys)  # per-task batches, the default (every setting here uses it)
         per_row = labelled_positions_per_row(train, keys)
+        lengths = train["length"]
         for task in (task for task in tasks if task.is_token_task):
             words = [sum(label != IGNORE_INDEX for label in row) for row in train[task.label_key]]
             median = statistics.median(w for w in words if w)
             short_share = sum(w for w in words if 0 < w < median) / sum(words)
-            for sampler_name, group_size in (("random", 1), ("length groups of 4", 4), ("length groups of 50", 50)):
-                training_args.length_group_size = group_size
+            for sampler_name, settings in samplers.items():
+                training_args.token_batches_by_words = False
+                for key, value in settings.items():
+                    setattr(training_args, key, value)
                 sampler = training_sampler(train, training_args, keys)
-                sampler.generator = torch.Generator().manual_seed(0)
-                order = list(sampler)
+                inner = getattr(sampler, "sampler", sampler)  # a TaskHomogeneousBatchSampler's sampler
+                inner.generator = torch.Generator().manual_seed(0)
+                batches = inner.epoch_batches()
                 shares = {"labelled": [0.0, 0.0], "expected": [0.0, 0.0]}  # (short rows', all rows') weight
-                size = training_args.train_batch_size
-                for start in range(0, len(order), size):
-                    rows = [i for i in order[start : start + size] if words[i]]
+                padded = tokens = 0
+                for batch in batches:
+                    rows = [i for i in batch if words[i]]
                     if not rows:
                         continue
+                    padded += len(rows) * max(lengths[i] for i in rows)
+                    tokens += sum(lengths[i] for i in rows)
                     labels = [train[i][task.label_key] for i in rows]
                     width = max(len(row) for row in labels)
                     batch = {
@@ -746,7 +761,7 @@ def token_weights(args) -> int:
                 print(
                     f"| {name} | {task.name} | {short_share:.2f} | {sampler_name} | "
                     + " | ".join(f"{short / total:.2f}" for short, total in shares.values())
-                    + " |"
+                    + f" | {padded / tokens - 1:.0%} |"
                 )
     return 0
 

@@ -213,6 +213,15 @@ class MultiTaskTrainingArguments(TrainingArguments):
             "tasks' batches are random rows (as the plain Trainer draws them), sentence tasks' stay length-grouped."
         },
     )
+    token_batches_by_words: bool = field(
+        default=False,
+        metadata={
+            "help": "With per-task batches and group_by_length: cut token tasks' length groups into batches of about "
+            "equal words rather than equal rows (as many batches; one of short rows holds more rows), so every step "
+            "of a token task trains on about as many labelled words as a random batch, with the padding of a "
+            "length-grouped one. Sentence tasks keep batches of equal rows. One process only."
+        },
+    )
     loss_denominator: Literal["labelled", "expected"] = field(
         default="labelled",
         metadata={
@@ -335,6 +344,15 @@ class MultiTaskTrainingArguments(TrainingArguments):
             raise HfMtlError(
                 f"{flag} compares the tasks' gradients within a batch; --batch_composition per_task gives every batch "
                 "one task: use --batch_composition mixed"
+            )
+        if self.token_batches_by_words and (
+            self.batch_composition != "per_task"
+            or self.train_sampling_strategy != "group_by_length"
+            or not self.length_group_token_tasks
+        ):
+            raise HfMtlError(
+                "--token_batches_by_words cuts token tasks' length groups into batches: it needs --batch_composition "
+                "per_task, --train_sampling_strategy group_by_length and --length_group_token_tasks true"
             )
         if self.annealed_sampling and self.batch_composition != "per_task":
             raise HfMtlError(

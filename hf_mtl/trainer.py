@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 from datasets import Dataset, IterableDataset
 from torch import nn
-from torch.utils.data import SequentialSampler
+from torch.utils.data import DataLoader, SequentialSampler
 from transformers import Trainer
-from transformers.trainer_utils import PredictionOutput, has_length
+from transformers.trainer_utils import PredictionOutput, has_length, seed_worker
 
 from .cpu import threads_per_process
 from .data.collator import MultiTaskDataCollator
-from .data.sampling import labelled_positions_per_row, split_by_task, training_sampler
+from .data.sampling import TaskHomogeneousBatchSampler, labelled_positions_per_row, split_by_task, training_sampler
 from .errors import HfMtlError
 from .heads import IGNORE_INDEX
 from .loss_weighting import LossWeighting, balance_weights, dwa_weights, mean_pairwise_cosine, pcgrad_project
@@ -128,6 +129,29 @@ class MultiTaskTrainer(Trainer):
             dataset = original
         sampler = training_sampler(dataset, self.args, [task.label_key for task in self.task_specs])
         return sampler if sampler is not None else super()._get_train_sampler(train_dataset)
+
+    def get_train_dataloader(self) -> DataLoader:
+        """The Trainer's training DataLoader, or, under `token_batches_by_words` (batches of varying size), one that
+        takes hf_mtl's batches from a [`TaskHomogeneousBatchSampler`] as its `batch_sampler`."""
+        sampler = self._get_train_sampler() if self.train_dataset is not None else None
+        if not isinstance(sampler, TaskHomogeneousBatchSampler):
+            return super().get_train_dataloader()
+        if self.args.world_size > 1:
+            raise HfMtlError("--token_batches_by_words trains in one process; run without torchrun or turn it off")
+        dataset = self._remove_unused_columns(self.train_dataset, description="Training")
+        loader = DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            collate_fn=self.data_collator,
+            num_workers=self.args.dataloader_num_workers,
+            pin_memory=self.args.dataloader_pin_memory,
+            persistent_workers=self.args.dataloader_persistent_workers,
+            multiprocessing_context=self.args.dataloader_multiprocessing_context,
+            prefetch_factor=self.args.dataloader_prefetch_factor,
+            in_order=self.args.dataloader_in_order,
+            worker_init_fn=partial(seed_worker, num_workers=self.args.dataloader_num_workers, rank=0),
+        )
+        return self.accelerator.prepare(loader)
 
     def _get_eval_sampler(self, eval_dataset) -> torch.utils.data.Sampler | None:
         # Row i of `predict()`'s output must be row i of the dataset (predictions.jsonl is written from it).

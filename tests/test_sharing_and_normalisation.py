@@ -14,7 +14,9 @@ from hf_mtl.arguments import MultiTaskTrainingArguments
 from hf_mtl.data.collator import MultiTaskDataCollator
 from hf_mtl.data.sampling import (
     ShuffledLengthGroupedSampler,
+    TaskHomogeneousBatchSampler,
     TaskHomogeneousSampler,
+    equal_length_batches,
     split_by_task,
     task_groups,
     training_epochs,
@@ -329,6 +331,73 @@ def test_length_group_token_tasks_false_draws_token_batches_at_random_and_senten
         )
         sampler = training_sampler(dataset, args, ["sentiment_labels", "ner_labels"])
         assert sampler.random_groups == expected
+
+
+def test_equal_length_batches_cut_rows_in_order_at_the_running_sum_nearest_each_share():
+    # 2 x 40 + 8 x 10 = 160 words in 2 batches: 80 each, 2 rows and 8 rows (by rows: 5 and 5, 110 and 50 words).
+    assert equal_length_batches([40, 40] + [10] * 8, 2) == [[0, 1], list(range(2, 10))]
+    # 4 x 30 + 8 x 10 = 200 in 3: shares 66.7 and 133.3; the nearest running sums are 60 and 130 -> 60, 70, 70.
+    assert equal_length_batches([30] * 4 + [10] * 8, 3) == [[0, 1], [2, 3, 4], list(range(5, 12))]
+    # Every batch keeps at least one row, and never more batches than rows.
+    assert equal_length_batches([10, 1, 1, 1], 2) == [[0], [1, 2, 3]]
+    assert equal_length_batches([100, 1, 1, 1], 4) == [[0], [1], [2], [3]]
+    assert equal_length_batches([5, 4], 3) == [[0], [1]]
+
+
+def test_token_batches_by_words_give_token_steps_equal_words_and_sentence_steps_equal_rows(tmp_path, monkeypatch):
+    # Rows 0-63 a sentence task, 64-127 a token task, lengths 5 and 50 alternating; batches of 4, megabatches of 4.
+    groups, lengths = [0] * 64 + [1] * 64, [5, 50] * 64
+    sampler = TaskHomogeneousSampler(
+        groups, 4, lengths, torch.Generator().manual_seed(0), megabatch_batches=4, equal_word_groups={1}
+    )
+    batches = TaskHomogeneousBatchSampler(sampler)
+    epoch = list(batches)
+    assert len(epoch) == len(batches) == 32  # as many batches as by rows: 16 per task
+    token = [batch for batch in epoch if groups[batch[0]] == 1]
+    sentence = [batch for batch in epoch if groups[batch[0]] == 0]
+    assert all(groups[i] == groups[batch[0]] for batch in epoch for i in batch)
+    assert sorted(i for batch in token for i in batch) == list(range(64, 128))  # every row once
+    assert sorted(i for batch in sentence for i in batch) == list(range(64))
+    assert {len(batch) for batch in sentence} == {4}
+    # Each megabatch (16 random rows, 4 batches) is cut where its running sum of lengths is nearest each quarter,
+    # so a batch is within one row's length (50) of a quarter of its megabatch; 4 rows of 50 or of 5 would be
+    # 200 or 20 words. Short rows fill bigger batches.
+    words = [sum(lengths[i] for i in batch) for batch in token]
+    assert max(words) - min(words) <= 2 * 50 + 45 * 4  # megabatch quarters differ by at most 4 swaps of 5 <-> 50
+    assert max(len(batch) for batch in token) > 4
+    assert all(min(lengths[i] for i in batch) == 50 or len(batch) >= 4 for batch in token)
+
+    # Through the arguments and the Trainer: the token group is cut by words, and the DataLoader yields the
+    # sampler's batches as they come (recorded here), one optimizer step each.
+    rows = [{"input_ids": [2] * (3 + i % 5), "sentiment_labels": i % 2, "ner_labels": [-100] * (3 + i % 5)}
+            for i in range(8)]  # fmt: skip
+    rows += [{"input_ids": [2] * (3 + 9 * (i % 2)), "sentiment_labels": -100, "ner_labels": [0] * (3 + 9 * (i % 2))}
+             for i in range(32)]  # fmt: skip
+    dataset = Dataset.from_list(rows)
+    dataset = dataset.add_column("length", [len(row["input_ids"]) for row in rows])
+    args = MultiTaskTrainingArguments(
+        output_dir=str(tmp_path), per_device_train_batch_size=2, token_batches_by_words=True, report_to="none",
+        num_train_epochs=1, save_strategy="no", disable_tqdm=True,
+    )  # fmt: skip
+    sampler = training_sampler(dataset, args, ["sentiment_labels", "ner_labels"])
+    assert isinstance(sampler, TaskHomogeneousBatchSampler) and sampler.sampler.equal_word_groups == {1}
+    tokenizer = BertTokenizerFast(vocab={t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "a"])})
+    trainer = MultiTaskTrainer(MultiTaskModel(_tiny_config()), args, train_dataset=dataset, processing_class=tokenizer)
+    drawn, original = [], TaskHomogeneousSampler.epoch_batches
+    monkeypatch.setattr(TaskHomogeneousSampler, "epoch_batches", lambda self: drawn.extend(original(self)) or drawn)
+    loader = trainer.get_train_dataloader()
+    seen = [batch["attention_mask"].sum(dim=1).tolist() for batch in loader]
+    assert len(loader) == len(seen) == 4 + 16
+    assert seen == [dataset.select(batch)["length"] for batch in drawn]
+    assert sorted(i for batch in drawn for i in batch) == list(range(40))
+    # 16 token rows of 12 words and 16 of 3, in megabatches of 8 rows cut into 4 batches of about equal words: a
+    # megabatch of 4 long and 4 short rows gives batches of 1, 2, 1 and 4 rows.
+    assert any(len(batch) != 2 for batch in drawn if batch[0] >= 8)
+    assert trainer.train().global_step == 20
+    with pytest.raises(HfMtlError, match="--token_batches_by_words"):
+        MultiTaskTrainingArguments(
+            output_dir=str(tmp_path), token_batches_by_words=True, train_sampling_strategy="random", report_to="none"
+        )
 
 
 def test_length_group_size_sets_how_many_batches_are_sorted_together(tmp_path):

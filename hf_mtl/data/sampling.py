@@ -3,6 +3,8 @@ and per-task batches (every step trains one task)."""
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 from collections.abc import Iterator
 
@@ -47,16 +49,48 @@ class ShuffledLengthGroupedSampler(Sampler[int]):
     def __len__(self) -> int:
         return len(self.lengths)
 
-    def __iter__(self) -> Iterator[int]:
+    def batches(self, equal_words: bool = False) -> list[list[int]]:
+        """One epoch's batches, in order. With `equal_words`, each megabatch is cut into as many batches as by rows
+        (its rows / `batch_size`, rounded up), but of about equal summed length instead of equal rows
+        ([`equal_length_batches`]): a batch of short rows holds more of them."""
         order = torch.randperm(len(self.lengths), generator=self.generator).tolist()
         size = self.megabatch_batches * self.batch_size
-        indices: list[int] = []
+        batches: list[list[int]] = []
         for start in range(0, len(order), size):
             megabatch = sorted(order[start : start + size], key=lambda index: self.lengths[index], reverse=True)
-            batches = [megabatch[i : i + self.batch_size] for i in range(0, len(megabatch), self.batch_size)]
-            for position in torch.randperm(len(batches), generator=self.generator).tolist():
-                indices.extend(batches[position])
-        return iter(indices)
+            if equal_words:
+                cut = equal_length_batches([self.lengths[i] for i in megabatch], -(-len(megabatch) // self.batch_size))
+                cut = [[megabatch[i] for i in batch] for batch in cut]
+            else:
+                cut = [megabatch[i : i + self.batch_size] for i in range(0, len(megabatch), self.batch_size)]
+            batches += [cut[position] for position in torch.randperm(len(cut), generator=self.generator).tolist()]
+        return batches
+
+    def __iter__(self) -> Iterator[int]:
+        return iter([index for batch in self.batches() for index in batch])
+
+
+def equal_length_batches(lengths: list[int], num_batches: int) -> list[list[int]]:
+    """Cut rows, in their order, into `num_batches` consecutive non-empty batches whose summed `lengths` are as equal
+    as the order allows: batch j ends where the running sum is nearest to j / num_batches of the total. On rows sorted
+    by length this gives a batch of short rows more rows, so every batch holds about as many words (the way
+    translation toolkits batch by tokens), and padding stays as small as with equal-row batches.
+
+    Returns the positions of each batch's rows."""
+    num_batches = max(1, min(num_batches, len(lengths)))
+    running = list(itertools.accumulate(lengths))
+    total = running[-1] if running else 0
+    ends = []
+    for j in range(1, num_batches):
+        target = total * j / num_batches
+        end = bisect.bisect_left(running, target)  # running[end] >= target: end + 1 rows reach it
+        if end > 0 and target - running[end - 1] < running[end] - target:
+            end -= 1
+        previous = ends[-1] if ends else 0
+        # At least one row in this batch and in each batch after it.
+        ends.append(min(max(end + 1, previous + 1), len(lengths) - (num_batches - j)))
+    bounds = [0, *ends, len(lengths)]
+    return [list(range(bounds[i], bounds[i + 1])) for i in range(num_batches)]
 
 
 class TaskHomogeneousSampler(Sampler[int]):
@@ -85,6 +119,9 @@ class TaskHomogeneousSampler(Sampler[int]):
         megabatch_batches (`int`, *optional*, defaults to 50): With `lengths`, the batches per megabatch of the
             length grouping inside a group ([`ShuffledLengthGroupedSampler`]).
         random_groups (`set[int]`, *optional*): Groups whose batches are random rows even with `lengths`.
+        equal_word_groups (`set[int]`, *optional*): With `lengths`, groups whose length-grouped batches hold about
+            equal words instead of equal rows (as many batches, a batch of short rows holding more rows). Their
+            batches vary in size, so the DataLoader takes them from [`TaskHomogeneousBatchSampler`].
     """
 
     def __init__(
@@ -96,10 +133,12 @@ class TaskHomogeneousSampler(Sampler[int]):
         num_epochs: int | None = None,
         megabatch_batches: int = 50,
         random_groups: set[int] | None = None,
+        equal_word_groups: set[int] | None = None,
     ):
         self.groups = list(groups)
         self.megabatch_batches = megabatch_batches
         self.random_groups = set(random_groups or ())
+        self.equal_word_groups = set(equal_word_groups or ())
         self.batch_size = batch_size
         self.lengths = list(lengths) if lengths is not None else None
         self.generator = generator
@@ -149,6 +188,8 @@ class TaskHomogeneousSampler(Sampler[int]):
                 [self.lengths[i] for i in rows], self.batch_size, self.megabatch_batches
             )
             inner.generator = self.generator
+            if self.groups[rows[0]] in self.equal_word_groups:
+                return [[rows[i] for i in batch] for batch in inner.batches(equal_words=True)]
             order = [rows[i] for i in inner]
         else:
             order = [rows[i] for i in torch.randperm(len(rows), generator=self.generator).tolist()]
@@ -161,7 +202,8 @@ class TaskHomogeneousSampler(Sampler[int]):
                 batches[-1].append(order[len(batches[-1]) % len(order)])
         return batches
 
-    def __iter__(self) -> Iterator[int]:
+    def epoch_batches(self) -> list[list[int]]:
+        """One epoch's batches, in order (each a list of row indices)."""
         if self.num_epochs is None:
             batches = [batch for rows in self.members.values() for batch in self._group_batches(rows)]
         else:
@@ -171,8 +213,28 @@ class TaskHomogeneousSampler(Sampler[int]):
                 for group, rows in self.members.items()
                 for batch in self._group_batches(self._epoch_rows(rows, counts[group]))
             ]
-        for position in torch.randperm(len(batches), generator=self.generator).tolist():
-            yield from batches[position]
+        return [batches[position] for position in torch.randperm(len(batches), generator=self.generator).tolist()]
+
+    def __iter__(self) -> Iterator[int]:
+        for batch in self.epoch_batches():
+            yield from batch
+
+
+class TaskHomogeneousBatchSampler(Sampler[list[int]]):
+    """A [`TaskHomogeneousSampler`]'s batches as lists, for a DataLoader's `batch_sampler`: the form batches of
+    varying size need (`equal_word_groups`). Same batches, same order, same epochs."""
+
+    def __init__(self, sampler: TaskHomogeneousSampler):
+        self.sampler = sampler
+
+    def __len__(self) -> int:
+        return self.sampler.num_batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        yield from self.sampler.epoch_batches()
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
 
 
 def is_labelled(value: int | list[int]) -> bool:
@@ -273,23 +335,25 @@ def training_sampler(dataset, args, label_keys: list[str]) -> Sampler[int] | Non
     if per_task:
         columns = {key: dataset[key] for key in label_keys}
         groups = task_groups(columns)
-        random_groups = set()
-        if not getattr(args, "length_group_token_tasks", True):
-            # Token tasks' label columns hold a list per row; a group labelling one of them (as all its rows do,
-            # so its first row tells) draws random batches.
-            token_keys = [key for key, column in columns.items() if column and isinstance(column[0], list)]
-            first_rows = {group: index for index, group in reversed(list(enumerate(groups)))}
-            random_groups = {
-                group
-                for group, index in first_rows.items()
-                if any(is_labelled(columns[key][index]) for key in token_keys)
-            }
+        # Token tasks' label columns hold a list per row; a group labelling one of them does so in all its rows, so
+        # its first row tells.
+        token_keys = [key for key, column in columns.items() if column and isinstance(column[0], list)]
+        first_rows = {group: index for index, group in reversed(list(enumerate(groups)))}
+        token_groups = {
+            group for group, index in first_rows.items() if any(is_labelled(columns[key][index]) for key in token_keys)
+        }
+        by_words = getattr(args, "token_batches_by_words", False)
         sampler = TaskHomogeneousSampler(
-            groups, args.train_batch_size, lengths, megabatch_batches=group_size, random_groups=random_groups
+            groups,
+            args.train_batch_size,
+            lengths,
+            megabatch_batches=group_size,
+            random_groups=set() if getattr(args, "length_group_token_tasks", True) else token_groups,
+            equal_word_groups=token_groups if by_words else set(),
         )
         if annealed:
             sampler.num_epochs = training_epochs(args, sampler.num_batches)
-        return sampler
+        return TaskHomogeneousBatchSampler(sampler) if by_words else sampler
     if lengths is None:
         return None
     return ShuffledLengthGroupedSampler(
@@ -299,7 +363,9 @@ def training_sampler(dataset, args, label_keys: list[str]) -> Sampler[int] | Non
 
 __all__ = [
     "ShuffledLengthGroupedSampler",
+    "TaskHomogeneousBatchSampler",
     "TaskHomogeneousSampler",
+    "equal_length_batches",
     "split_by_task",
     "task_groups",
     "training_sampler",
