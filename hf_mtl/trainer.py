@@ -16,7 +16,7 @@ from transformers.trainer_utils import PredictionOutput, has_length, seed_worker
 
 from .cpu import threads_per_process
 from .data.collator import MultiTaskDataCollator
-from .data.sampling import TaskHomogeneousBatchSampler, labelled_positions_per_row, split_by_task, training_sampler
+from .data.sampling import labelled_positions_per_row, split_by_task, training_sampler
 from .errors import HfMtlError
 from .heads import IGNORE_INDEX
 from .loss_weighting import LossWeighting, balance_weights, dwa_weights, mean_pairwise_cosine, pcgrad_project
@@ -133,11 +133,11 @@ class MultiTaskTrainer(Trainer):
     def get_train_dataloader(self) -> DataLoader:
         """The Trainer's training DataLoader, or, under `token_batches_by_words` (batches of varying size), one that
         takes hf_mtl's batches from a [`TaskHomogeneousBatchSampler`] as its `batch_sampler`."""
-        sampler = self._get_train_sampler() if self.train_dataset is not None else None
-        if not isinstance(sampler, TaskHomogeneousBatchSampler):
+        if not getattr(self.args, "token_batches_by_words", False) or self.train_dataset is None:
             return super().get_train_dataloader()
         if self.args.world_size > 1:
             raise HfMtlError("--token_batches_by_words trains in one process; run without torchrun or turn it off")
+        sampler = self._get_train_sampler()
         dataset = self._remove_unused_columns(self.train_dataset, description="Training")
         loader = DataLoader(
             dataset,
