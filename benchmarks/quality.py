@@ -168,7 +168,7 @@ CANDIDATES = {
     # Random batches for token tasks (they gained from them on absa), length-grouped ones for sentence tasks (they
     # did not): most of random batches' quality for part of their time.
     "random_token_batches": ["--length_group_token_tasks", "false"],
-    # Token tasks' length groups cut into batches of about equal words, not rows: every token step trains on about
+    # Token tasks' length groups cut into batches of about equal tokens, not rows: every token step trains on about
     # as many words as a random batch (no short-row over-weighting, no small or large steps), with little padding.
     "word_batches": ["--token_batches_by_words", "true"],
 }
@@ -718,7 +718,7 @@ def token_weights(args) -> int:
         "random": {"length_group_size": 1},
         "length groups of 4": {"length_group_size": 4},
         "length groups of 50": {"length_group_size": 50},
-        "length groups of 50, equal words": {"length_group_size": 50, "token_batches_by_words": True},
+        "length groups of 50, equal tokens": {"length_group_size": 50, "token_batches_by_words": True},
     }
     for name in args.settings or list(SETTINGS):
         config = write_config(name, SETTINGS[name], work)

@@ -217,9 +217,10 @@ class MultiTaskTrainingArguments(TrainingArguments):
         default=False,
         metadata={
             "help": "With per-task batches and group_by_length: cut token tasks' length groups into batches of about "
-            "equal words rather than equal rows (as many batches; one of short rows holds more rows), so every step "
-            "of a token task trains on about as many labelled words as a random batch, with the padding of a "
-            "length-grouped one. Sentence tasks keep batches of equal rows. One process only."
+            "equal tokens rather than equal rows (as many batches; one of short rows holds more rows), so every step "
+            "of a token task trains on about as many tokens as a random batch, with the padding of a length-grouped "
+            "one. Sentence tasks keep batches of equal rows. One process; not with --loss_denominator expected or "
+            "--auto_find_batch_size."
         },
     )
     loss_denominator: Literal["labelled", "expected"] = field(
@@ -353,6 +354,16 @@ class MultiTaskTrainingArguments(TrainingArguments):
             raise HfMtlError(
                 "--token_batches_by_words cuts token tasks' length groups into batches: it needs --batch_composition "
                 "per_task, --train_sampling_strategy group_by_length and --length_group_token_tasks true"
+            )
+        if self.token_batches_by_words and self.loss_denominator == "expected":
+            raise HfMtlError(
+                "--token_batches_by_words does not go with --loss_denominator expected: a batch of short rows holds "
+                "more rows, so dividing by its rows would weigh its tokens less; keep --loss_denominator labelled"
+            )
+        if self.token_batches_by_words and self.auto_find_batch_size:
+            raise HfMtlError(
+                "--token_batches_by_words does not go with --auto_find_batch_size: the sampler cuts the batches, so "
+                "a smaller batch size found after an out-of-memory error would not reach them"
             )
         if self.annealed_sampling and self.batch_composition != "per_task":
             raise HfMtlError(

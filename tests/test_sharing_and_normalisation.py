@@ -342,6 +342,7 @@ def test_equal_length_batches_cut_rows_in_order_at_the_running_sum_nearest_each_
     assert equal_length_batches([10, 1, 1, 1], 2) == [[0], [1, 2, 3]]
     assert equal_length_batches([100, 1, 1, 1], 4) == [[0], [1], [2], [3]]
     assert equal_length_batches([5, 4], 3) == [[0], [1]]
+    assert equal_length_batches([], 2) == []
 
 
 def test_token_batches_by_words_give_token_steps_equal_words_and_sentence_steps_equal_rows(tmp_path, monkeypatch):
@@ -359,13 +360,16 @@ def test_token_batches_by_words_give_token_steps_equal_words_and_sentence_steps_
     assert sorted(i for batch in token for i in batch) == list(range(64, 128))  # every row once
     assert sorted(i for batch in sentence for i in batch) == list(range(64))
     assert {len(batch) for batch in sentence} == {4}
-    # Each megabatch (16 random rows, 4 batches) is cut where its running sum of lengths is nearest each quarter,
-    # so a batch is within one row's length (50) of a quarter of its megabatch; 4 rows of 50 or of 5 would be
-    # 200 or 20 words. Short rows fill bigger batches.
-    words = [sum(lengths[i] for i in batch) for batch in token]
-    assert max(words) - min(words) <= 2 * 50 + 45 * 4  # megabatch quarters differ by at most 4 swaps of 5 <-> 50
-    assert max(len(batch) for batch in token) > 4
-    assert all(min(lengths[i] for i in batch) == 50 or len(batch) >= 4 for batch in token)
+    assert max(len(batch) for batch in token) > 4  # short rows fill bigger batches
+    # One megabatch holding all 16 rows of a group (set after the constructor's limit for small sets): whatever the
+    # permutation, 8 rows of 50 then 8 of 5 (440 tokens), cut where the running sum (50, 100, ..., 400, 405, ...) is
+    # nearest 110, 220 and 330: after 100, 200 and 350 tokens.
+    inner = ShuffledLengthGroupedSampler([5, 50] * 8, 4, generator=torch.Generator().manual_seed(1))
+    inner.megabatch_batches = 4
+    cut = inner.batches(equal_words=True)
+    assert sorted(len(batch) for batch in cut) == [2, 2, 3, 9]
+    assert sorted(sum([5, 50][i % 2] for i in batch) for batch in cut) == [90, 100, 100, 150]
+    assert sorted(len(batch) for batch in inner.batches()) == [4, 4, 4, 4]  # by rows: 200, 200, 20 and 20 tokens
 
     # Through the arguments and the Trainer: the token group is cut by words, and the DataLoader yields the
     # sampler's batches as they come (recorded here), one optimizer step each.
@@ -384,20 +388,28 @@ def test_token_batches_by_words_give_token_steps_equal_words_and_sentence_steps_
     tokenizer = BertTokenizerFast(vocab={t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "a"])})
     trainer = MultiTaskTrainer(MultiTaskModel(_tiny_config()), args, train_dataset=dataset, processing_class=tokenizer)
     drawn, original = [], TaskHomogeneousSampler.epoch_batches
-    monkeypatch.setattr(TaskHomogeneousSampler, "epoch_batches", lambda self: drawn.extend(original(self)) or drawn)
+    monkeypatch.setattr(
+        TaskHomogeneousSampler, "epoch_batches", lambda self: drawn.append(original(self)) or drawn[-1]
+    )
     loader = trainer.get_train_dataloader()
     seen = [batch["attention_mask"].sum(dim=1).tolist() for batch in loader]
     assert len(loader) == len(seen) == 4 + 16
-    assert seen == [dataset.select(batch)["length"] for batch in drawn]
-    assert sorted(i for batch in drawn for i in batch) == list(range(40))
+    assert seen == [dataset.select(batch)["length"] for batch in drawn[0]]
+    assert sorted(i for batch in drawn[0] for i in batch) == list(range(40))
     # 16 token rows of 12 words and 16 of 3, in megabatches of 8 rows cut into 4 batches of about equal words: a
     # megabatch of 4 long and 4 short rows gives batches of 1, 2, 1 and 4 rows.
-    assert any(len(batch) != 2 for batch in drawn if batch[0] >= 8)
+    assert any(len(batch) != 2 for batch in drawn[0] if batch[0] >= 8)
     assert trainer.train().global_step == 20
-    with pytest.raises(HfMtlError, match="--token_batches_by_words"):
-        MultiTaskTrainingArguments(
-            output_dir=str(tmp_path), token_batches_by_words=True, train_sampling_strategy="random", report_to="none"
-        )
+    assert len(drawn) == 2 and drawn[1] != drawn[0]  # training drew its own epoch, in a new order
+    for conflict in (
+        {"train_sampling_strategy": "random"},
+        {"loss_denominator": "expected"},
+        {"auto_find_batch_size": True},
+    ):
+        with pytest.raises(HfMtlError, match="--token_batches_by_words"):
+            MultiTaskTrainingArguments(
+                output_dir=str(tmp_path), token_batches_by_words=True, report_to="none", **conflict
+            )
 
 
 def test_length_group_size_sets_how_many_batches_are_sorted_together(tmp_path):

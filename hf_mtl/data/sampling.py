@@ -73,10 +73,12 @@ class ShuffledLengthGroupedSampler(Sampler[int]):
 def equal_length_batches(lengths: list[int], num_batches: int) -> list[list[int]]:
     """Cut rows, in their order, into `num_batches` consecutive non-empty batches whose summed `lengths` are as equal
     as the order allows: batch j ends where the running sum is nearest to j / num_batches of the total. On rows sorted
-    by length this gives a batch of short rows more rows, so every batch holds about as many words (the way
+    by length this gives a batch of short rows more rows, so every batch holds about as many tokens (the way
     translation toolkits batch by tokens), and padding stays as small as with equal-row batches.
 
-    Returns the positions of each batch's rows."""
+    Returns the positions of each batch's rows (no batch for no rows)."""
+    if not lengths:
+        return []
     num_batches = max(1, min(num_batches, len(lengths)))
     running = list(itertools.accumulate(lengths))
     total = running[-1] if running else 0
@@ -120,8 +122,9 @@ class TaskHomogeneousSampler(Sampler[int]):
             length grouping inside a group ([`ShuffledLengthGroupedSampler`]).
         random_groups (`set[int]`, *optional*): Groups whose batches are random rows even with `lengths`.
         equal_word_groups (`set[int]`, *optional*): With `lengths`, groups whose length-grouped batches hold about
-            equal words instead of equal rows (as many batches, a batch of short rows holding more rows). Their
-            batches vary in size, so the DataLoader takes them from [`TaskHomogeneousBatchSampler`].
+            equal tokens (summed `lengths`) instead of equal rows (as many batches, a batch of short rows holding
+            more rows). Their batches vary in size, so iterate them through [`TaskHomogeneousBatchSampler`] (a
+            DataLoader's `batch_sampler`), not as a flat sampler.
     """
 
     def __init__(
@@ -307,7 +310,7 @@ def training_epochs(args, num_batches: int) -> int:
     return math.ceil(args.num_train_epochs)
 
 
-def training_sampler(dataset, args, label_keys: list[str]) -> Sampler[int] | None:
+def training_sampler(dataset, args, label_keys: list[str]) -> Sampler[int] | Sampler[list[int]] | None:
     """hf_mtl's training sampler for `args` (a [`MultiTaskTrainingArguments`]): per-task batches under
     `batch_composition="per_task"` (length-grouped inside a task under `train_sampling_strategy="group_by_length"`),
     else length-grouped batches in a random order under `group_by_length`, else `None` (the Trainer's own).
