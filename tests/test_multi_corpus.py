@@ -135,15 +135,26 @@ def test_quality_token_weights_expected_denominator_weighs_words_by_their_share(
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [line.strip("|").split(" | ") for line in result.stdout.splitlines() if line.startswith("| absa |")]
-    assert [row[3] for row in rows] == ["random", "length groups of 4", "length groups of 50"]
-    for _, task, share, sampler, labelled, expected in (map(str.strip, row) for row in rows):
+    samplers = ["random", "length groups of 4", "length groups of 50", "length groups of 50, equal tokens"]
+    assert [row[3] for row in rows] == samplers
+    padding = {}
+    for _, task, share, sampler, labelled, expected, padded in (map(str.strip, row) for row in rows):
+        assert task == "aspects"
+        padding[sampler] = float(padded.rstrip("%"))
+        if sampler.endswith("equal tokens"):
+            # Batches of about equal tokens: each token weighs about the same under the labelled-count denominator,
+            # and dividing by rows (more rows in a batch of short rows) weighs short rows less.
+            assert abs(float(labelled) - float(share)) <= 0.03 and float(expected) < float(share) - 0.05
+            continue
         # Divided by rows x mean words per row, each word weighs the same: short rows get their share of the words
         # (every batch but the last is full). Divided by the batch's words, length-grouped short batches get more.
-        assert task == "aspects" and abs(float(expected) - float(share)) <= 0.01
+        assert abs(float(expected) - float(share)) <= 0.01
         if sampler == "random":
             assert abs(float(labelled) - float(share)) <= 0.02
         else:
             assert float(labelled) > float(share) + 0.1
+    # Padding falls from random rows to length groups of 4, of 50, and batches cut by tokens.
+    assert [padding[name] for name in samplers] == sorted(padding.values(), reverse=True)
 
 
 def test_quality_report_compares_times_only_on_the_plain_runs_cpu(monkeypatch):
