@@ -169,7 +169,7 @@ CANDIDATES = {
     # did not): most of random batches' quality for part of their time.
     "random_token_batches": ["--length_group_token_tasks", "false"],
     # Token tasks' length groups cut into batches of about equal tokens, not rows: every token step trains on about
-    # as many words as a random batch (no short-row over-weighting, no small or large steps), with little padding.
+    # as many tokens as a random batch (no short-row over-weighting, no small or large steps), with little padding.
     "word_batches": ["--token_batches_by_words", "true"],
 }
 # One corpus labelling both tasks: each task has every row, so the shares are equal whatever the sampling.

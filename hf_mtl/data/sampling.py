@@ -81,7 +81,7 @@ def equal_length_batches(lengths: list[int], num_batches: int) -> list[list[int]
         return []
     num_batches = max(1, min(num_batches, len(lengths)))
     running = list(itertools.accumulate(lengths))
-    total = running[-1] if running else 0
+    total = running[-1]
     ends = []
     for j in range(1, num_batches):
         target = total * j / num_batches
