@@ -147,7 +147,7 @@ def train(workdir: Path, steps: int, quick: bool) -> tuple[Path, list[str]]:
         "true",
     ]
     if quick:
-        command += ["--max_eval_samples", "64"]
+        command += ["--max_train_samples", "1000", "--max_eval_samples", "64"]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     if result.returncode != 0:
         raise SystemExit(f"training failed:\n{' '.join(command)}\n{result.stderr[-3000:]}")
@@ -258,21 +258,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"SKIPPED: the real corpora are not available ({DATA / missing[0]} is missing); they live in {DATA}")
         return 0
 
-    import torch
     from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    logging.getLogger("hf_mtl.pipeline").setLevel(logging.ERROR)  # `truncation=True` warns once per long text
+    count = args.sentences or (200 if args.quick else 2000)
+    if args.rss_of:  # a serving process: it imports what its backend needs and nothing else
+        longest = sorted(real_sentences(count), key=len, reverse=True)[:RSS_SENTENCES]
+        load_backend(args.rss_of, args.model_dir, args.workdir)(longest)
+        print(json.dumps(peak_rss_mib()))
+        return 0
+
+    import torch
 
     from hf_mtl.onnx_export import export_onnx
     from hf_mtl.onnx_model import OnnxMultiTaskModel
     from hf_mtl.pipeline import DEFAULT_STRIDE_FRACTION
 
-    hf_logging.set_verbosity_error()
-    logging.getLogger("hf_mtl.pipeline").setLevel(logging.ERROR)  # `truncation=True` warns once per long text
-    count = args.sentences or (200 if args.quick else 2000)
-    if args.rss_of:
-        longest = sorted(real_sentences(count), key=len, reverse=True)[:RSS_SENTENCES]
-        load_backend(args.rss_of, args.model_dir, args.workdir)(longest)
-        print(json.dumps(peak_rss_mib()))
-        return 0
     repeats = args.repeats or (1 if args.quick else 3)
     steps = args.steps or (8 if args.quick else 400)
     limit = 200 if args.quick else None

@@ -16,6 +16,7 @@ from hf_mtl.data.sampling import (
     ShuffledLengthGroupedSampler,
     TaskHomogeneousBatchSampler,
     TaskHomogeneousSampler,
+    column_values,
     equal_length_batches,
     split_by_task,
     task_groups,
@@ -542,6 +543,16 @@ def test_split_by_task_gives_a_jointly_labelled_row_one_copy_per_task():
     ]
     singles = Dataset.from_list(rows[1:])
     assert split_by_task(singles, ["sentiment_labels", "ner_labels"]) is singles
+
+
+def test_column_values_reads_a_shuffled_selection_in_its_row_order():
+    rows = [{"length": i, "ner_labels": [i, -100][: 1 + i % 2]} for i in range(10)]
+    dataset = Dataset.from_list(rows).shuffle(seed=3).select([7, 2, 5, 0])  # an indices mapping over the table
+    order = [row["length"] for row in dataset]
+    assert order != sorted(order)
+    assert column_values(dataset, "length") == order
+    assert column_values(dataset, "ner_labels") == [rows[i]["ner_labels"] for i in order]
+    assert column_values({"length": (4, 5)}, "length") == [4, 5]  # anything else indexable by column name
 
 
 def test_batch_composition_defaults_to_per_task_except_for_within_batch_gradient_comparisons(tmp_path):
