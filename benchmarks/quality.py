@@ -171,6 +171,9 @@ CANDIDATES = {
     # Token tasks' length groups cut into batches of about equal tokens, not rows: every token step trains on about
     # as many tokens as a random batch (no short-row over-weighting, no small or large steps), with little padding.
     "word_batches": ["--token_batches_by_words", "true"],
+    # AdamW's moments per task: a step of one task neither moves along the other task's momentum nor is scaled by
+    # the other task's gradient sizes (in a single-task run this is AdamW exactly).
+    "task_adam": ["--per_task_optimizer_state", "true"],
 }
 # One corpus labelling both tasks: each task has every row, so the shares are equal whatever the sampling.
 SINGLE_CORPUS_NO_OP = {"temperature_2", "equal", "annealed"}

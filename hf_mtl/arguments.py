@@ -20,6 +20,9 @@ from .errors import HfMtlError
 from .loss_weighting import LossWeighting
 from .packaged_encoder import MINILM
 
+# The optimizers `--per_task_optimizer_state` replaces with hf_mtl.PerTaskAdamW (same update, moments per task).
+PER_TASK_OPTIMIZERS = ("adamw_torch", "adamw_torch_fused")
+
 
 def _json_list(value: Any, flag: str) -> Any:
     """Lists of mappings come as YAML/JSON lists from a config file, or as a JSON string from the command line."""
@@ -223,6 +226,16 @@ class MultiTaskTrainingArguments(TrainingArguments):
             "--auto_find_batch_size."
         },
     )
+    per_task_optimizer_state: bool = field(
+        default=False,
+        metadata={
+            "help": "Keep AdamW's moment estimates per task (hf_mtl.PerTaskAdamW): a step that trains one task "
+            "updates the shared encoder with that task's own momentum and gradient scale, as its single-task run "
+            "would, instead of moving along the other task's momentum and being scaled by the larger task's "
+            "gradients. Meant for --batch_composition per_task (each step one task); needs --optim adamw_torch. "
+            "The optimizer state of the shared weights grows by one copy per task.",
+        },
+    )
     loss_denominator: Literal["labelled", "expected"] = field(
         default="labelled",
         metadata={
@@ -364,6 +377,11 @@ class MultiTaskTrainingArguments(TrainingArguments):
             raise HfMtlError(
                 "--token_batches_by_words does not go with --auto_find_batch_size: the sampler cuts the batches, so "
                 "a smaller batch size found after an out-of-memory error would not reach them"
+            )
+        if self.per_task_optimizer_state and self.optim not in PER_TASK_OPTIMIZERS:
+            raise HfMtlError(
+                f"--per_task_optimizer_state keeps AdamW's moments per task: it needs --optim adamw_torch (or "
+                f"adamw_torch_fused), got --optim {getattr(self.optim, 'value', self.optim)}"
             )
         if self.annealed_sampling and self.batch_composition != "per_task":
             raise HfMtlError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from functools import partial
 from pathlib import Path
@@ -22,6 +23,7 @@ from .heads import IGNORE_INDEX
 from .loss_weighting import LossWeighting, balance_weights, dwa_weights, mean_pairwise_cosine, pcgrad_project
 from .metrics import best_per_task, merge_dataset_metrics
 from .model_card import ModelCardInputs, build_model_card, library_versions, non_default_arguments
+from .optimization import SHARED_STATE_KEY, PerTaskAdamW
 from .packaged_encoder import hub_id_of
 from .plots import plot_training_curves
 
@@ -176,19 +178,43 @@ class MultiTaskTrainer(Trainer):
         with that learning rate (weight decay as the Trainer sets it), scheduled like the others."""
         optimizer = super().create_optimizer(model)
         head_lr = getattr(self.args, "head_learning_rate", None)
-        if head_lr is None:
-            return optimizer
-        unwrapped = self.accelerator.unwrap_model(self.model if model is None else model)
-        heads = {id(p) for p in unwrapped.heads.parameters()}
-        for group in list(optimizer.param_groups):
-            moved = [p for p in group["params"] if id(p) in heads]
-            if moved:
-                group["params"] = [p for p in group["params"] if id(p) not in heads]
-                optimizer.add_param_group(
-                    {**{k: v for k, v in group.items() if k != "params"}, "params": moved, "lr": head_lr}
-                )
-        optimizer.param_groups[:] = [group for group in optimizer.param_groups if group["params"]]
+        if head_lr is not None:
+            unwrapped = self.accelerator.unwrap_model(self.model if model is None else model)
+            heads = {id(p) for p in unwrapped.heads.parameters()}
+            for group in list(optimizer.param_groups):
+                moved = [p for p in group["params"] if id(p) in heads]
+                if moved:
+                    group["params"] = [p for p in group["params"] if id(p) not in heads]
+                    optimizer.add_param_group(
+                        {**{k: v for k, v in group.items() if k != "params"}, "params": moved, "lr": head_lr}
+                    )
+            optimizer.param_groups[:] = [group for group in optimizer.param_groups if group["params"]]
+        if getattr(self.args, "per_task_optimizer_state", False) and not isinstance(optimizer, PerTaskAdamW):
+            # The same groups and options; `get_batch_samples` tells it which tasks each step trains.
+            options = inspect.signature(torch.optim.AdamW).parameters
+            defaults = {key: value for key, value in optimizer.defaults.items() if key in options}
+            optimizer = self.optimizer = PerTaskAdamW(optimizer.param_groups, **defaults)
         return optimizer
+
+    def get_batch_samples(self, epoch_iterator, num_batches: int, device: torch.device):
+        batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
+        optimizer = getattr(self.optimizer, "optimizer", self.optimizer)  # under the accelerator's wrapper
+        if isinstance(optimizer, PerTaskAdamW) and batch_samples:
+            optimizer.task_key = self._step_task_key(batch_samples, device)
+        return batch_samples, num_items_in_batch
+
+    def _step_task_key(self, batch_samples: list[dict[str, Any]], device: torch.device) -> str:
+        """The tasks an optimizer step trains (labelled in any of its micro-batches, on any process), joined by
+        `+`: the key of [`PerTaskAdamW`]'s moment estimates for the step."""
+        labelled = [
+            any(bool((batch[key] != IGNORE_INDEX).any()) for batch in batch_samples if key in batch)
+            for key in (task.label_key for task in self.task_specs)
+        ]
+        present = torch.tensor(labelled, device=device)
+        if self.args.world_size > 1:  # every process must step with the same key
+            present = self.accelerator.gather(present.int()).reshape(-1, len(self.task_specs)).amax(dim=0).bool()
+        names = [task.name for task, labelled in zip(self.task_specs, present.tolist()) if labelled]
+        return "+".join(names) or SHARED_STATE_KEY
 
     def compute_loss(
         self,
