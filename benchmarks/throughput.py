@@ -335,9 +335,9 @@ ABLATIONS = {
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smoke version: 2 windows of 8 steps, no ablations")
+    parser.add_argument("--quick", action="store_true", help="smoke version: 2 windows of 4 steps, no ablations")
     parser.add_argument("--windows", type=int, default=None, help="timed windows per mode (default 3, quick 2)")
-    parser.add_argument("--window_steps", type=int, default=None, help="steps per window (default 50, quick 8)")
+    parser.add_argument("--window_steps", type=int, default=None, help="steps per window (default 50, quick 4)")
     parser.add_argument("--sentences", type=int, default=None, help="inference sentences (default 1000)")
     parser.add_argument("--skip_bf16", action="store_true", help="leave out (c)")
     parser.add_argument("--output", type=Path, default=None, help="results JSON")
@@ -362,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     transformers.logging.set_verbosity_error()
     datasets.disable_progress_bars()
     n_windows = args.windows or (2 if args.quick else 3)
-    window_steps = args.window_steps or (8 if args.quick else 50)
+    window_steps = args.window_steps or (4 if args.quick else 50)
     encoder = resolve_encoder(MINILM.hub_id)
     tokenizer = load_tokenizer(encoder)
     import yaml

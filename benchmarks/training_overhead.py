@@ -6,11 +6,11 @@ that the order does not matter, plus a profile of one training step of each.
 `AutoModelForTokenClassification` on exactly the same batches (the rows, batches and timing windows of
 `throughput.py`). Each measurement is its own process, in the order b d d b (twice by default: b d d b b d d b), so
 that allocator state, frequency drift and warm caches favour neither side; the ratio is the median of (b)'s window
-rates over the median of (d)'s. Then one process per mode profiles one step (after warm-up) with `torch.profiler`
-and the top entries by self CPU time are recorded.
+rates over the median of (d)'s. Then one process per mode profiles one step (after the windows) with
+`torch.profiler` and the top entries by self CPU time are recorded (`--quick`: its two timed processes do).
 
     python benchmarks/training_overhead.py            # 8 processes of 3 windows of 20 steps, then the profiles
-    python benchmarks/training_overhead.py --quick    # smoke version: b d, 1 window of 4 steps, short profiles
+    python benchmarks/training_overhead.py --quick    # smoke version: b d, 1 window of 4 steps, then a profiled step
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ PROFILE_ROWS = 8
 
 def one_mode(mode: str, n_windows: int, window_steps: int, profile: bool) -> dict:
     """Trains (b) or (d) for warm-up + `n_windows` windows and returns its window rates (and, with `profile`, the
-    profile of the step after the warm-up instead)."""
+    profile of one more step after the windows)."""
     import datasets
     import torch
     import transformers
@@ -64,7 +64,8 @@ def one_mode(mode: str, n_windows: int, window_steps: int, profile: bool) -> dic
     tokenizer = load_tokenizer(encoder)
     tasks = parse_tasks(yaml.safe_load(CONFIG.read_text())["tasks"])
     corpus = load_corpus(tokenizer, tasks, rows=CORPUS_ROWS)
-    steps = WARMUP_STEPS + (1 if profile else n_windows * window_steps)
+    timed_steps = WARMUP_STEPS + n_windows * window_steps
+    steps = timed_steps + (1 if profile else 0)
     callbacks = []
     table: list[str] = []
     if profile:
@@ -103,16 +104,16 @@ def one_mode(mode: str, n_windows: int, window_steps: int, profile: bool) -> dic
         trainer_class = _with_callbacks(trainer_class, callbacks)
     log = BatchLog(*model_flop_constants(model))
     run = trainer_training(trainer_class, model, {}, corpus, collator, steps, log)
-    if profile:
-        return {"mode": mode, "profile": table}
-    measured = windows(run["step_ends"], log, window_steps)
-    ends = run["step_ends"]
+    ends = run["step_ends"][: timed_steps + 1]  # the profiled step is not timed
+    log.rows = log.rows[:timed_steps]
+    measured = windows(ends, log, window_steps)
     seconds = [ends[k + window_steps] - ends[k] for k in range(WARMUP_STEPS, len(ends) - window_steps, window_steps)]
     return {
         "mode": mode,
         "examples_per_second": measured["examples_per_second"],
         "window_seconds": seconds,
         "batches": [r[:2] for r in log.rows],
+        **({"profile": table} if profile else {}),
     }
 
 
@@ -234,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     order = ["defaults", "plain"] if args.quick else ["defaults", "plain", "plain", "defaults"] * (args.rounds or 2)
     runs = []
     for mode in order:
-        runs.append(child(mode))
+        runs.append(child(mode, profile=args.quick))  # quick: the same processes profile a step after the windows
         rate = runs[-1]["examples_per_second"]
         print(f"{mode:>9}: {rate['min']:.1f} / {rate['median']:.1f} / {rate['max']:.1f} ex/s", flush=True)
     same_batches = all(run["batches"] == runs[0]["batches"] for run in runs)
@@ -246,7 +247,10 @@ def main(argv: list[str] | None = None) -> int:
         for mode in MODES
     }
     paired = sum(window_medians["plain"]) / sum(window_medians["defaults"])
-    profiles = {mode: child(mode, profile=True)["profile"] for mode in MODES}
+    if args.quick:
+        profiles = {run["mode"]: run["profile"] for run in runs}
+    else:  # a process of its own per mode, after the timed ones
+        profiles = {mode: child(mode, profile=True)["profile"] for mode in MODES}
     steps = args.steps or (4 if args.quick else 60)
     step_seconds = interleaved(steps)["step_seconds"]
     step_ratios = [d / b for b, d in zip(step_seconds["defaults"], step_seconds["plain"])]

@@ -36,6 +36,7 @@ _LAZY_MODULES = {
     "ModelCardInputs": ".model_card",
     "build_model_card": ".model_card",
     "export_onnx": ".onnx_export",
+    "PerTaskAdamW": ".optimization",
     "OnnxMultiTaskModel": ".onnx_model",
     "hub_id_of": ".packaged_encoder",
     "load_tokenizer": ".tokenization",
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
     from .model_card import ModelCardInputs, build_model_card
     from .onnx_export import export_onnx
     from .onnx_model import OnnxMultiTaskModel
+    from .optimization import PerTaskAdamW
     from .packaged_encoder import hub_id_of
     from .tokenization import load_tokenizer
     from .trainer import MultiTaskTrainer
@@ -94,6 +96,7 @@ __all__ = [
     "MultiTaskTrainer",
     "MultiTaskTrainingArguments",
     "OnnxMultiTaskModel",
+    "PerTaskAdamW",
     "TaskKind",
     "TaskSpec",
     "build_compute_metrics",

@@ -82,6 +82,15 @@ class MultiTaskTrainer(Trainer):
             # A stream is read by every process, each keeping its own shard (by file, else by batch), rather than
             # read by the first process alone and sent to the others.
             args.accelerator_config.dispatch_batches = False
+        given_optimizer = (kwargs.get("optimizers") or (None, None))[0]
+        if getattr(args, "per_task_optimizer_state", False) and (
+            (given_optimizer is not None and not isinstance(given_optimizer, PerTaskAdamW))
+            or kwargs.get("optimizer_cls_and_kwargs") is not None
+        ):
+            raise HfMtlError(
+                "--per_task_optimizer_state builds hf_mtl.PerTaskAdamW itself: pass no optimizer to the trainer, or "
+                "pass a PerTaskAdamW"
+            )
         if getattr(args, "batch_composition", "mixed") == "per_task" and isinstance(
             kwargs.get("train_dataset"), Dataset
         ):
@@ -175,7 +184,8 @@ class MultiTaskTrainer(Trainer):
 
     def create_optimizer(self, model=None) -> torch.optim.Optimizer:
         """The Trainer's optimizer; with `args.head_learning_rate`, the heads' parameters in groups of their own
-        with that learning rate (weight decay as the Trainer sets it), scheduled like the others."""
+        with that learning rate (weight decay as the Trainer sets it), scheduled like the others; with
+        `args.per_task_optimizer_state`, a [`PerTaskAdamW`] over the same groups."""
         optimizer = super().create_optimizer(model)
         head_lr = getattr(self.args, "head_learning_rate", None)
         if head_lr is not None:
@@ -206,14 +216,16 @@ class MultiTaskTrainer(Trainer):
     def _step_task_key(self, batch_samples: list[dict[str, Any]], device: torch.device) -> str:
         """The tasks an optimizer step trains (labelled in any of its micro-batches, on any process), joined by
         `+`: the key of [`PerTaskAdamW`]'s moment estimates for the step."""
-        labelled = [
-            any(bool((batch[key] != IGNORE_INDEX).any()) for batch in batch_samples if key in batch)
-            for key in (task.label_key for task in self.task_specs)
-        ]
-        present = torch.tensor(labelled, device=device)
+        present = torch.tensor(
+            [
+                any(bool((batch[key] != IGNORE_INDEX).any()) for batch in batch_samples if key in batch)
+                for key in (task.label_key for task in self.task_specs)
+            ],
+            device=device,
+        )
         if self.args.world_size > 1:  # every process must step with the same key
             present = self.accelerator.gather(present.int()).reshape(-1, len(self.task_specs)).amax(dim=0).bool()
-        names = [task.name for task, labelled in zip(self.task_specs, present.tolist()) if labelled]
+        names = [task.name for task, trained in zip(self.task_specs, present.tolist()) if trained]
         return "+".join(names) or SHARED_STATE_KEY
 
     def compute_loss(

@@ -10,7 +10,7 @@ from huggingface_hub import ModelCard
 from transformers import AutoModel, AutoTokenizer
 
 import hf_mtl  # noqa: F401
-from run_mtl import main
+from run_mtl import cli, main
 from tests.conftest import TOPIC_TASK
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -188,19 +188,20 @@ def test_json_config_and_flag_override(tiny_dir, tmp_path):
         (["--loss_denominator", "tokens"], "--loss_denominator: invalid choice: 'tokens'"),
     ],
 )
-def test_user_mistakes_exit_2_with_one_line_and_write_nothing(tmp_path, extra, message):
+def test_user_mistakes_exit_2_with_one_line_and_write_nothing(tmp_path, extra, message, monkeypatch, capsys):
+    # The CLI entry point in this process (tests/test_bad_inputs.py runs it as its own process).
     output_dir = tmp_path / "out"
-    result = subprocess.run(
-        [sys.executable, "run_mtl.py", "configs/demo.yaml", "--output_dir", str(output_dir), *extra],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 2
-    last = result.stderr.strip().splitlines()[-1]
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(sys, "argv", ["run_mtl.py", "configs/demo.yaml", "--output_dir", str(output_dir), *extra])
+    try:
+        returncode = cli()
+    except SystemExit as exit:  # argparse's own errors
+        returncode = exit.code
+    assert returncode == 2
+    stderr = capsys.readouterr().err
+    last = stderr.strip().splitlines()[-1]
     assert last.startswith("run_mtl.py: error:") and message in last
-    assert "Traceback" not in result.stderr
+    assert "Traceback" not in stderr
     assert not output_dir.exists()
 
 
