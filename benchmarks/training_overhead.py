@@ -46,7 +46,7 @@ PROFILE_ROWS = 8
 
 def one_mode(mode: str, n_windows: int, window_steps: int, profile: bool) -> dict:
     """Trains (b) or (d) for warm-up + `n_windows` windows and returns its window rates (and, with `profile`, the
-    profile of one more step after the windows)."""
+    profile of one more step after them; with no windows, the profile of the step after the warm-up alone)."""
     import datasets
     import torch
     import transformers
@@ -104,6 +104,8 @@ def one_mode(mode: str, n_windows: int, window_steps: int, profile: bool) -> dic
         trainer_class = _with_callbacks(trainer_class, callbacks)
     log = BatchLog(*model_flop_constants(model))
     run = trainer_training(trainer_class, model, {}, corpus, collator, steps, log)
+    if not n_windows:
+        return {"mode": mode, "profile": table}
     ends = run["step_ends"][: timed_steps + 1]  # the profiled step is not timed
     log.rows = log.rows[:timed_steps]
     measured = windows(ends, log, window_steps)
@@ -205,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--one_mode", choices=MODES, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--profile", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    n_windows = args.windows or (1 if args.quick else 3)
+    n_windows = args.windows if args.windows is not None else (1 if args.quick else 3)
     window_steps = args.window_steps or (4 if args.quick else 20)
     if args.one_mode:
         print("RESULT " + json.dumps(one_mode(args.one_mode, n_windows, window_steps, args.profile)), flush=True)
@@ -223,8 +225,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 0
 
-    def child(mode: str, profile: bool = False) -> dict:
-        command = [sys.executable, __file__, "--one_mode", mode, "--windows", str(n_windows)]
+    def child(mode: str, profile: bool = False, timed: bool = True) -> dict:
+        command = [sys.executable, __file__, "--one_mode", mode, "--windows", str(n_windows if timed else 0)]
         command += ["--window_steps", str(window_steps)] + (["--profile"] if profile else [])
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode != 0:
@@ -250,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         profiles = {run["mode"]: run["profile"] for run in runs}
     else:  # a process of its own per mode, after the timed ones
-        profiles = {mode: child(mode, profile=True)["profile"] for mode in MODES}
+        profiles = {mode: child(mode, profile=True, timed=False)["profile"] for mode in MODES}
     steps = args.steps or (4 if args.quick else 60)
     step_seconds = interleaved(steps)["step_seconds"]
     step_ratios = [d / b for b, d in zip(step_seconds["defaults"], step_seconds["plain"])]

@@ -232,8 +232,9 @@ class MultiTaskTrainingArguments(TrainingArguments):
             "help": "Keep AdamW's moment estimates per task (hf_mtl.PerTaskAdamW): a step that trains one task "
             "updates the shared encoder with that task's own momentum and gradient scale, as its single-task run "
             "would, instead of moving along the other task's momentum and being scaled by the larger task's "
-            "gradients. Meant for --batch_composition per_task (each step one task); needs --optim adamw_torch. "
-            "The optimizer state of the shared weights grows by one copy per task.",
+            "gradients. Needs --batch_composition per_task and --optim adamw_torch(_fused); a step whose "
+            "accumulated batches (or processes) hold several tasks has moments of its own. The optimizer state of the "
+            "shared weights grows by one copy per task.",
         },
     )
     loss_denominator: Literal["labelled", "expected"] = field(
@@ -377,6 +378,11 @@ class MultiTaskTrainingArguments(TrainingArguments):
             raise HfMtlError(
                 "--token_batches_by_words does not go with --auto_find_batch_size: the sampler cuts the batches, so "
                 "a smaller batch size found after an out-of-memory error would not reach them"
+            )
+        if self.per_task_optimizer_state and self.batch_composition != "per_task":
+            raise HfMtlError(
+                "--per_task_optimizer_state keeps AdamW's moments per task for steps that train one task: use "
+                "--batch_composition per_task"
             )
         if self.per_task_optimizer_state and self.optim not in PER_TASK_OPTIMIZERS:
             raise HfMtlError(

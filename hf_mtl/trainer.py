@@ -14,6 +14,7 @@ from torch import nn
 from torch.utils.data import DataLoader, SequentialSampler
 from transformers import Trainer
 from transformers.trainer_utils import PredictionOutput, has_length, seed_worker
+from transformers.utils import logging
 
 from .cpu import threads_per_process
 from .data.collator import MultiTaskDataCollator
@@ -26,6 +27,8 @@ from .model_card import ModelCardInputs, build_model_card, library_versions, non
 from .optimization import SHARED_STATE_KEY, PerTaskAdamW
 from .packaged_encoder import hub_id_of
 from .plots import plot_training_curves
+
+logger = logging.get_logger(__name__)
 
 
 class _TaskLossMeter:
@@ -204,6 +207,13 @@ class MultiTaskTrainer(Trainer):
             options = inspect.signature(torch.optim.AdamW).parameters
             defaults = {key: value for key, value in optimizer.defaults.items() if key in options}
             optimizer = self.optimizer = PerTaskAdamW(optimizer.param_groups, **defaults)
+            if self.args.gradient_accumulation_steps > 1 or self.args.world_size > 1:
+                logger.warning(
+                    "--per_task_optimizer_state: a step accumulates %d batch(es) on %d process(es); steps whose "
+                    "batches hold several tasks use moments of their own, shared by no single-task step",
+                    self.args.gradient_accumulation_steps,
+                    self.args.world_size,
+                )
         return optimizer
 
     def get_batch_samples(self, epoch_iterator, num_batches: int, device: torch.device):

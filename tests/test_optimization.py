@@ -141,8 +141,66 @@ def test_through_the_trainer_each_step_uses_the_moments_of_the_task_it_trains(tm
     assert trainer.lr_scheduler.last_epoch == 5
 
 
-def test_refused_with_another_optimizer():
-    with pytest.raises(
-        HfMtlError, match=r"^--per_task_optimizer_state .* needs --optim adamw_torch .* got --optim sgd"
-    ):
+def test_a_step_that_raises_leaves_the_per_task_state_whole():
+    start = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+    whole, _ = _run(PerTaskAdamW, STEPS, torch.nn.Parameter(start.clone()))
+    param = torch.nn.Parameter(start.clone())
+    _, optimizer = _run(PerTaskAdamW, STEPS[:3], param)
+
+    def interrupted() -> float:
+        raise KeyboardInterrupt
+
+    optimizer.task_key = "ner"
+    with pytest.raises(KeyboardInterrupt):
+        optimizer.step(interrupted)
+    assert set(optimizer.state_dict()["state"][0]) == {"ner", "sentiment"}  # not AdamW's flat state
+    rest, _ = _run(PerTaskAdamW, STEPS[3:], param, optimizer=optimizer)
+    assert rest == whole[3:]
+
+
+def test_a_plain_adamw_state_is_refused_with_one_line():
+    param = torch.nn.Parameter(torch.ones(2))
+    adamw = torch.optim.AdamW([param])
+    param.grad = torch.ones(2)
+    adamw.step()
+    with pytest.raises(HfMtlError, match=r"^this optimizer state holds one set of AdamW moments, not one per task"):
+        PerTaskAdamW([param]).load_state_dict(adamw.state_dict())
+
+
+def _trainer(tmp_path, rows, **kwargs) -> MultiTaskTrainer:
+    tokenizer = BertTokenizerFast(vocab={t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "a"])})
+    args = MultiTaskTrainingArguments(
+        output_dir=str(tmp_path), per_device_train_batch_size=4, per_task_optimizer_state=True, report_to="none",
+        disable_tqdm=True, batch_composition="per_task", **kwargs,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    return MultiTaskTrainer(_tiny_model(), args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
+
+
+def test_resuming_a_checkpoint_gives_the_uninterrupted_run(tmp_path):
+    rows = [{"input_ids": [2, 4, 4, 3], "sentiment_labels": i % 2, "ner_labels": [-100] * 4} for i in range(12)]
+    rows += [{"input_ids": [2, 4, 3], "sentiment_labels": -100, "ner_labels": [-100, i % 3, -100]} for i in range(12)]
+    options = {"max_steps": 6, "save_strategy": "steps", "save_steps": 3}
+    whole = _trainer(tmp_path / "whole", rows, **options)
+    whole.train()
+    resumed = _trainer(tmp_path / "resumed", rows, **options)
+    resumed.train()
+    interrupted = _trainer(tmp_path / "resumed", rows, **options)
+    interrupted.train(resume_from_checkpoint=str(tmp_path / "resumed" / "checkpoint-3"))
+    assert isinstance(interrupted.optimizer.optimizer, PerTaskAdamW)
+    for name, value in whole.model.state_dict().items():
+        torch.testing.assert_close(interrupted.model.state_dict()[name], value, rtol=0, atol=0, msg=name)
+
+
+def test_refused_without_per_task_batches_with_another_optimizer_or_beside_one(tmp_path):
+    with pytest.raises(HfMtlError, match=r"^--per_task_optimizer_state .* use --batch_composition per_task$"):
+        MultiTaskTrainingArguments(
+            output_dir="unused", per_task_optimizer_state=True, batch_composition="mixed", report_to="none"
+        )
+    message = r"^--per_task_optimizer_state .* needs --optim adamw_torch .* got --optim sgd$"
+    with pytest.raises(HfMtlError, match=message):
         MultiTaskTrainingArguments(output_dir="unused", per_task_optimizer_state=True, optim="sgd", report_to="none")
+    args = MultiTaskTrainingArguments(output_dir=str(tmp_path), per_task_optimizer_state=True, report_to="none")
+    model = _tiny_model()
+    with pytest.raises(HfMtlError, match=r"^--per_task_optimizer_state builds hf_mtl.PerTaskAdamW itself"):
+        MultiTaskTrainer(model, args, optimizers=(torch.optim.SGD(model.parameters(), lr=0.1), None))

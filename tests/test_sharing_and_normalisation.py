@@ -552,6 +552,10 @@ def test_column_values_reads_a_shuffled_selection_in_its_row_order():
     assert order != sorted(order)
     assert column_values(dataset, "length") == order
     assert column_values(dataset, "ner_labels") == [rows[i]["ner_labels"] for i in order]
+    # Whatever the format: Python values, not tensors; a custom transform formats the values it returns.
+    assert column_values(dataset.with_format("torch"), "ner_labels") == [rows[i]["ner_labels"] for i in order]
+    doubled = dataset.with_transform(lambda batch: {"length": [2 * n for n in batch["length"]]})
+    assert column_values(doubled, "length") == [2 * n for n in order]
     assert column_values({"length": (4, 5)}, "length") == [4, 5]  # anything else indexable by column name
 
 

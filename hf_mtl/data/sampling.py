@@ -9,7 +9,7 @@ import math
 from collections.abc import Iterator
 
 import torch
-from datasets import Column, Dataset
+from datasets import Dataset
 from torch.utils.data import Sampler
 
 from ..errors import HfMtlError
@@ -252,10 +252,13 @@ def labelled_positions(value: int | list[int]) -> int:
 
 
 def column_values(dataset, name: str) -> list:
-    """Column `name` of `dataset` as a list, read in one Arrow query. Iterating a `datasets` column
-    (`dataset[name]`) reads it row by row, which takes seconds per 10,000 rows."""
-    values = dataset[name]
-    return values[:] if isinstance(values, Column) else list(values)
+    """Column `name` of `dataset` as a list of Python values, read in one Arrow query (whatever the dataset's
+    format). Iterating a `datasets` column (`dataset[name]`) reads it row by row: seconds per 10,000 rows."""
+    if not isinstance(dataset, Dataset):
+        return list(dataset[name])
+    if dataset.format["type"] == "custom":  # a transform may need every column: row by row, as it formats them
+        return list(dataset[name])
+    return dataset.with_format(None)[name][:]
 
 
 def split_by_task(dataset: Dataset, label_keys: list[str]) -> Dataset:
