@@ -25,6 +25,9 @@ class PerTaskAdamW(torch.optim.AdamW):
     The trainer sets `task_key` before each step (the tasks the step trains, e.g. `"ner"` or `"ner+sentiment"`); a
     step of several tasks has estimates of its own. With a single key throughout, this is AdamW exactly.
 
+    Measured against hf_mtl's default (one AdamW) in `benchmarks/quality.py` (`task_adam`, docs/BENCHMARKS.md), it
+    cost the token tasks on both SST-2 pairs: an option for experiments, not the default.
+
     Args:
         params: Parameters or parameter groups, as for [`torch.optim.AdamW`].
         **kwargs: AdamW's options (`lr`, `betas`, `eps`, `weight_decay`, ...).
