@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import json
 from functools import partial
 from pathlib import Path
@@ -187,8 +186,7 @@ class MultiTaskTrainer(Trainer):
 
     def create_optimizer(self, model=None) -> torch.optim.Optimizer:
         """The Trainer's optimizer; with `args.head_learning_rate`, the heads' parameters in groups of their own
-        with that learning rate (weight decay as the Trainer sets it), scheduled like the others; with
-        `args.per_task_optimizer_state`, a [`PerTaskAdamW`] over the same groups."""
+        with that learning rate (weight decay as the Trainer sets it), scheduled like the others."""
         optimizer = super().create_optimizer(model)
         head_lr = getattr(self.args, "head_learning_rate", None)
         if head_lr is not None:
@@ -202,19 +200,27 @@ class MultiTaskTrainer(Trainer):
                         {**{k: v for k, v in group.items() if k != "params"}, "params": moved, "lr": head_lr}
                     )
             optimizer.param_groups[:] = [group for group in optimizer.param_groups if group["params"]]
-        if getattr(self.args, "per_task_optimizer_state", False) and not isinstance(optimizer, PerTaskAdamW):
-            # The same groups and options; `get_batch_samples` tells it which tasks each step trains.
-            options = inspect.signature(torch.optim.AdamW).parameters
-            defaults = {key: value for key, value in optimizer.defaults.items() if key in options}
-            optimizer = self.optimizer = PerTaskAdamW(optimizer.param_groups, **defaults)
-            if self.args.gradient_accumulation_steps > 1 or self.args.world_size > 1:
-                logger.warning(
-                    "--per_task_optimizer_state: a step accumulates %d batch(es) on %d process(es); steps whose "
-                    "batches hold several tasks use moments of their own, shared by no single-task step",
-                    self.args.gradient_accumulation_steps,
-                    self.args.world_size,
-                )
+        if isinstance(optimizer, PerTaskAdamW) and (
+            self.args.gradient_accumulation_steps > 1 or self.args.world_size > 1
+        ):
+            logger.warning(
+                "--per_task_optimizer_state: a step accumulates %d batch(es) on %d process(es); steps whose "
+                "batches hold several tasks use moments of their own, shared by no single-task step",
+                self.args.gradient_accumulation_steps,
+                self.args.world_size,
+            )
         return optimizer
+
+    @staticmethod
+    def get_optimizer_cls_and_kwargs(args, model=None) -> tuple[Any, Any]:
+        """The Trainer's optimizer class and options; under `per_task_optimizer_state`, [`PerTaskAdamW`] in place of
+        AdamW, with the same options (`get_batch_samples` tells it which tasks each step trains)."""
+        optimizer_cls, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(args, model)
+        if getattr(args, "per_task_optimizer_state", False):
+            if optimizer_cls is not torch.optim.AdamW:  # the arguments allow only --optim adamw_torch(_fused)
+                raise HfMtlError(f"--per_task_optimizer_state replaces AdamW, but --optim gives {optimizer_cls}")
+            optimizer_cls = PerTaskAdamW
+        return optimizer_cls, optimizer_kwargs
 
     def get_batch_samples(self, epoch_iterator, num_batches: int, device: torch.device):
         batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
