@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import resource
 import shutil
@@ -190,6 +191,7 @@ ALL_RUNS = [
     "multi",
     *[f"multi+{name}" for name in CANDIDATES],
 ]
+TARGET_POINTS = -0.5  # each task's multi-task test score minus the plain Trainer's, at least (points)
 QUICK_LIMITS = ["--max_train_samples", "48", "--max_eval_samples", "32", "--max_predict_samples", "32"]
 
 
@@ -536,10 +538,13 @@ def setting_targets(rows: list[dict], setting: Setting) -> dict:
         mine = cell(multi, f"{name}_test")
         theirs = cell([row for row in plain if row["task"] == name], f"{name}_test")
         if mine and theirs:
+            delta = 100 * (mine["mean"] - theirs["mean"])
             out[name] = {
-                "multi_minus_plain_test_points": round(100 * (mine["mean"] - theirs["mean"]), 2),
-                "target_points": -0.5,
+                "multi_minus_plain_test_points": round(delta, 2),
+                "target_points": TARGET_POINTS,
+                **precision(mine, theirs, delta),
                 "std_ratio": round(mine["std"] / theirs["std"], 2) if theirs["std"] else None,
+                "std_ratio_p_value": std_ratio_p_value(mine, theirs),
                 "seeds": min(mine["n"], theirs["n"]),
                 "multi_epochs_to_plain_dev": epochs_to_reach(multi, plain, name),
                 "epochs": max(len(row.get(f"{name}_dev_curve") or []) for row in multi),
@@ -552,6 +557,32 @@ def setting_targets(rows: list[dict], setting: Setting) -> dict:
         plain_time = sum(row["train_seconds"] for row in plain if row["seed"] in seeds) / len(seeds)
         out["time_ratio_multi_over_plain_pair"] = round(multi_time / plain_time, 3)
     return out
+
+
+def precision(mine: dict, theirs: dict, delta: float) -> dict:
+    """How precisely the seeds measure the difference of two runs' mean scores (points): its standard error (Welch:
+    each run's own spread), and how many seeds per run would put the target 2 standard errors from the measured
+    difference, at the spreads measured (the seeds a verdict on the target needs)."""
+    if min(mine["n"], theirs["n"]) < 2:
+        return {"standard_error_points": None, "seeds_to_resolve_target": None}
+    variances = (100 * mine["std"]) ** 2 + (100 * theirs["std"]) ** 2  # points², one seed per run
+    error = math.sqrt((100 * mine["std"]) ** 2 / mine["n"] + (100 * theirs["std"]) ** 2 / theirs["n"])
+    margin = abs(delta - TARGET_POINTS)
+    return {
+        "standard_error_points": round(error, 2),
+        "seeds_to_resolve_target": math.ceil(4 * variances / margin**2) if margin else None,
+    }
+
+
+def std_ratio_p_value(mine: dict, theirs: dict) -> float | None:
+    """Two-sided F-test p-value of the variance ratio: how often two runs with the same true spread show a ratio at
+    least this far from 1 with these numbers of seeds (with 3 seeds each, a std ratio of 2.5 has p = 0.28)."""
+    if min(mine["n"], theirs["n"]) < 2 or not mine["std"] or not theirs["std"]:
+        return None
+    from scipy.stats import f
+
+    ratio, dfs = (mine["std"] / theirs["std"]) ** 2, (mine["n"] - 1, theirs["n"] - 1)
+    return round(min(1.0, 2 * min(f.cdf(ratio, *dfs), f.sf(ratio, *dfs))), 3)
 
 
 def epochs_to_reach(multi: list[dict], plain: list[dict], task: str) -> float | None:
@@ -572,18 +603,23 @@ def epochs_to_reach(multi: list[dict], plain: list[dict], task: str) -> float | 
 
 def targets_table(targets: dict) -> str:
     lines = [
-        "| setting | task | multi − plain, test (points; target ≥ −0.5) | std ratio (target ≤ 1.5) | "
-        "multi's first epoch within 0.5 of plain's final dev | seeds |",
-        "|---|---|---|---|---|---|",
+        "| setting | task | multi − plain, test ± standard error (points; target ≥ −0.5) | std ratio (target ≤ 1.5; "
+        "F-test p) | seeds per run to resolve the target | multi's first epoch within 0.5 of plain's final dev | "
+        "seeds |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, per_task in targets.items():
         for task, values in per_task.items():
             if not isinstance(values, dict):
                 continue
             ratio, reach, epochs = values["std_ratio"], values.get("multi_epochs_to_plain_dev"), values.get("epochs")
+            error, p_value = values.get("standard_error_points"), values.get("std_ratio_p_value")
+            needed = values.get("seeds_to_resolve_target")
             lines.append(
-                f"| {name} | {task} | {values['multi_minus_plain_test_points']:+.2f} | "
-                f"{'–' if ratio is None else f'{ratio:.2f}'} | "
+                f"| {name} | {task} | {values['multi_minus_plain_test_points']:+.2f}"
+                f"{'' if error is None else f' ± {error:.2f}'} | "
+                f"{'–' if ratio is None else f'{ratio:.2f}'}{'' if p_value is None else f' (p = {p_value:.2f})'} | "
+                f"{'–' if needed is None else needed} | "
                 f"{'not reached' if reach is None else f'{reach:.1f} of {epochs}'} | {values['seeds']} |"
             )
     lines += ["", "Multi-task training time / the two plain single-task runs' (target ≤ 1.05):"]

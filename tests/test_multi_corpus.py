@@ -197,3 +197,29 @@ def test_quality_single_task_rows_of_a_token_only_change_train_the_token_tasks(m
         ("sst2_btc", "single", "ner", 0),
         ("sst2_btc", "single+expected_denominator", "ner", 0),
     ]
+
+
+def test_quality_targets_give_the_precision_of_three_seeds(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import quality
+
+    def row(run, task, seed, aspects):
+        scores = {"sentiment_dev": 0.8, "sentiment_test": 0.8, "aspects_dev": 0.8, "aspects_test": aspects}
+        return {"setting": "absa", "run": run, "task": task, "seed": seed, "train_seconds": 1.0, "cpu": "A", **scores}
+
+    runs = [row("plain", task, seed, 0.80 + 0.01 * seed) for seed in (0, 1, 2) for task in ("sentiment", "aspects")]
+    runs += [row("multi", None, seed, 0.80 + 0.02 * seed) for seed in (0, 1, 2)]
+    _, targets = quality.summary_tables({"runs": {str(i): r for i, r in enumerate(runs)}, "epochs": {"absa": 5}})
+    aspects = targets["absa"]["aspects"]
+    # Means 82 and 81, stds 2 and 1 points over 3 seeds each: standard error sqrt(4/3 + 1/3) = 1.29 points; for
+    # F(2, 2) the tail beyond a variance ratio r is 1 / (1 + r), so r = 4 has p = 2 / 5; 2 standard errors between
+    # +1.0 and the target -0.5 need 4 (4 + 1) / 1.5² = 8.9, so 9 seeds per run.
+    assert aspects["multi_minus_plain_test_points"] == 1.0
+    assert aspects["standard_error_points"] == 1.29
+    assert aspects["std_ratio"] == 2.0
+    assert aspects["std_ratio_p_value"] == 0.4
+    assert aspects["seeds_to_resolve_target"] == 9
+    # Equal scores on every seed: no spread, so no F-test, and the standard error is 0.
+    sentiment = targets["absa"]["sentiment"]
+    assert sentiment["std_ratio_p_value"] is None and sentiment["standard_error_points"] == 0.0
+    assert "| absa | aspects | +1.00 ± 1.29 | 2.00 (p = 0.40) | 9 |" in quality.targets_table(targets)
