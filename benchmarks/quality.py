@@ -528,10 +528,10 @@ def summary_tables(results: dict) -> tuple[str, dict]:
     return "\n".join(lines), targets
 
 
-def setting_targets(rows: list[dict], setting: Setting) -> dict:
-    """Per task: multi-task minus plain test score (points), the spread ratio; and the time ratio."""
+def setting_targets(rows: list[dict], setting: Setting, run_name: str = "multi") -> dict:
+    """Per task: multi-task (`run_name`) minus plain test score (points), the spread ratio; and the time ratio."""
     out: dict = {}
-    multi = [row for row in rows if row["run"] == "multi"]
+    multi = [row for row in rows if row["run"] == run_name]
     plain = [row for row in rows if row["run"] == "plain"]
     for task in setting.tasks:
         name = task["name"]
@@ -631,6 +631,33 @@ def targets_table(targets: dict) -> str:
     return "\n".join(lines)
 
 
+def candidates_table(results: dict, min_seeds: int = 3) -> str:
+    """Every multi-task row (the default and each candidate) against the plain Trainer on test, per setting and task,
+    where it ran `min_seeds` seeds or more: the difference ± its standard error, and the targets (≥ −0.5) it meets."""
+    rows = list(results["runs"].values())
+    columns = [(name, task["name"]) for name, setting in SETTINGS.items() for task in setting.tasks]
+    lines = [
+        "| run | " + " | ".join(f"{name} {task}" for name, task in columns) + " | targets met |",
+        "|---|" + "---|" * (len(columns) + 1),
+    ]
+    for run_name in [name for name in ALL_RUNS if name.startswith("multi")]:
+        cells, met, measured = [], 0, 0
+        for name, task in columns:
+            mine = [row for row in rows if row["setting"] == name and row["run"] == run_name]
+            values = setting_targets([row for row in rows if row["setting"] == name], SETTINGS[name], run_name)
+            value = values.get(task)
+            if len({row["seed"] for row in mine}) < min_seeds or value is None:
+                cells.append("–")
+                continue
+            delta, error = value["multi_minus_plain_test_points"], value["standard_error_points"]
+            measured += 1
+            met += delta >= TARGET_POINTS
+            cells.append(f"{delta:+.2f}" + ("" if error is None else f" ± {error:.2f}"))
+        if measured:
+            lines.append(f"| {run_name} | " + " | ".join(cells) + f" | {met} of {measured} |")
+    return "\n".join(lines)
+
+
 def markdown(results: dict, command: str) -> str:
     tables, targets = summary_tables(results)
     results["targets"] = targets
@@ -648,6 +675,11 @@ def markdown(results: dict, command: str) -> str:
             "Targets (multi = hf_mtl's default multi-task run; plain = (a)):",
             "",
             targets_table(targets),
+            "",
+            "Every multi-task row run on 3 seeds or more, against the plain Trainer (test points ± standard error; "
+            "target ≥ −0.5):",
+            "",
+            candidates_table(results),
         ]
     )
 

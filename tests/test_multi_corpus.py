@@ -223,3 +223,23 @@ def test_quality_targets_give_the_precision_of_three_seeds(monkeypatch):
     sentiment = targets["absa"]["sentiment"]
     assert sentiment["std_ratio_p_value"] is None and sentiment["standard_error_points"] == 0.0
     assert "| absa | aspects | +1.00 ± 1.29 | 2.00 (p = 0.40) | 9 |" in quality.targets_table(targets)
+
+
+def test_quality_candidates_table_compares_every_three_seed_multi_task_row_with_the_plain_trainer(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import quality
+
+    def row(run, task, seed, aspects):
+        scores = {"sentiment_dev": 0.8, "sentiment_test": 0.8, "aspects_dev": 0.8, "aspects_test": aspects}
+        return {"setting": "absa", "run": run, "task": task, "seed": seed, "train_seconds": 1.0, "cpu": "A", **scores}
+
+    runs = [row("plain", task, seed, 0.80 + 0.01 * seed) for seed in (0, 1, 2) for task in ("sentiment", "aspects")]
+    runs += [row("multi", None, seed, 0.80 + 0.02 * seed) for seed in (0, 1, 2)]
+    runs += [row("multi+group_4", None, seed, 0.78) for seed in (0, 1, 2)]
+    runs += [row("multi+mixed", None, seed, 0.90) for seed in (0, 1)]  # 2 seeds: left out
+    table = quality.candidates_table({"runs": {str(i): r for i, r in enumerate(runs)}})
+    # group_4: 78 against the plain runs' 81 ± 1 (3 seeds): -3.00 ± sqrt(1/3) = 0.58; sentiment 80 against 80.
+    assert table.splitlines()[2:] == [
+        "| multi | – | – | – | – | +0.00 ± 0.00 | +1.00 ± 1.29 | 2 of 2 |",
+        "| multi+group_4 | – | – | – | – | +0.00 ± 0.00 | -3.00 ± 0.58 | 1 of 2 |",
+    ]
