@@ -642,17 +642,19 @@ def candidates_table(results: dict, min_seeds: int = 3) -> str:
     ]
     for run_name in [name for name in ALL_RUNS if name.startswith("multi")]:
         cells, met, measured = [], 0, 0
-        for name, task in columns:
-            mine = [row for row in rows if row["setting"] == name and row["run"] == run_name]
-            values = setting_targets([row for row in rows if row["setting"] == name], SETTINGS[name], run_name)
-            value = values.get(task)
-            if len({row["seed"] for row in mine}) < min_seeds or value is None:
-                cells.append("–")
-                continue
-            delta, error = value["multi_minus_plain_test_points"], value["standard_error_points"]
-            measured += 1
-            met += delta >= TARGET_POINTS
-            cells.append(f"{delta:+.2f}" + ("" if error is None else f" ± {error:.2f}"))
+        for name, setting in SETTINGS.items():
+            mine = [row for row in rows if row["setting"] == name]
+            seeds = {row["seed"] for row in mine if row["run"] == run_name}
+            values = setting_targets(mine, setting, run_name) if len(seeds) >= min_seeds else {}
+            for task in setting.tasks:
+                value = values.get(task["name"])
+                if value is None:
+                    cells.append("–")
+                    continue
+                delta, error = value["multi_minus_plain_test_points"], value["standard_error_points"]
+                measured += 1
+                met += delta >= TARGET_POINTS
+                cells.append(f"{delta:+.2f}" + ("" if error is None else f" ± {error:.2f}"))
         if measured:
             lines.append(f"| {run_name} | " + " | ".join(cells) + f" | {met} of {measured} |")
     return "\n".join(lines)

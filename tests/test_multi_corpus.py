@@ -199,17 +199,24 @@ def test_quality_single_task_rows_of_a_token_only_change_train_the_token_tasks(m
     ]
 
 
-def test_quality_targets_give_the_precision_of_three_seeds(monkeypatch):
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
-    import quality
+def absa_score_rows(multi_runs: dict[str, list[float]]) -> dict:
+    """Results of the `absa` setting: plain runs whose aspects test F1 is 0.80, 0.81, 0.82 over seeds 0-2, and each
+    multi-task run with the given aspects test F1 per seed; every other score 0.8."""
 
     def row(run, task, seed, aspects):
         scores = {"sentiment_dev": 0.8, "sentiment_test": 0.8, "aspects_dev": 0.8, "aspects_test": aspects}
         return {"setting": "absa", "run": run, "task": task, "seed": seed, "train_seconds": 1.0, "cpu": "A", **scores}
 
     runs = [row("plain", task, seed, 0.80 + 0.01 * seed) for seed in (0, 1, 2) for task in ("sentiment", "aspects")]
-    runs += [row("multi", None, seed, 0.80 + 0.02 * seed) for seed in (0, 1, 2)]
-    _, targets = quality.summary_tables({"runs": {str(i): r for i, r in enumerate(runs)}, "epochs": {"absa": 5}})
+    runs += [row(run, None, seed, score) for run, scores in multi_runs.items() for seed, score in enumerate(scores)]
+    return {"runs": {str(i): r for i, r in enumerate(runs)}, "epochs": {"absa": 5}}
+
+
+def test_quality_targets_give_the_precision_of_three_seeds(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import quality
+
+    _, targets = quality.summary_tables(absa_score_rows({"multi": [0.80, 0.82, 0.84]}))
     aspects = targets["absa"]["aspects"]
     # Means 82 and 81, stds 2 and 1 points over 3 seeds each: standard error sqrt(4/3 + 1/3) = 1.29 points; for
     # F(2, 2) the tail beyond a variance ratio r is 1 / (1 + r), so r = 4 has p = 2 / 5; 2 standard errors between
@@ -229,15 +236,8 @@ def test_quality_candidates_table_compares_every_three_seed_multi_task_row_with_
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     import quality
 
-    def row(run, task, seed, aspects):
-        scores = {"sentiment_dev": 0.8, "sentiment_test": 0.8, "aspects_dev": 0.8, "aspects_test": aspects}
-        return {"setting": "absa", "run": run, "task": task, "seed": seed, "train_seconds": 1.0, "cpu": "A", **scores}
-
-    runs = [row("plain", task, seed, 0.80 + 0.01 * seed) for seed in (0, 1, 2) for task in ("sentiment", "aspects")]
-    runs += [row("multi", None, seed, 0.80 + 0.02 * seed) for seed in (0, 1, 2)]
-    runs += [row("multi+group_4", None, seed, 0.78) for seed in (0, 1, 2)]
-    runs += [row("multi+mixed", None, seed, 0.90) for seed in (0, 1)]  # 2 seeds: left out
-    table = quality.candidates_table({"runs": {str(i): r for i, r in enumerate(runs)}})
+    runs = {"multi": [0.80, 0.82, 0.84], "multi+group_4": [0.78] * 3, "multi+mixed": [0.90] * 2}  # mixed: 2 seeds
+    table = quality.candidates_table(absa_score_rows(runs))
     # group_4: 78 against the plain runs' 81 ± 1 (3 seeds): -3.00 ± sqrt(1/3) = 0.58; sentiment 80 against 80.
     assert table.splitlines()[2:] == [
         "| multi | – | – | – | – | +0.00 ± 0.00 | +1.00 ± 1.29 | 2 of 2 |",
