@@ -199,15 +199,15 @@ def test_quality_single_task_rows_of_a_token_only_change_train_the_token_tasks(m
     ]
 
 
-def absa_score_rows(multi_runs: dict[str, list[float]]) -> dict:
-    """Results of the `absa` setting: plain runs whose aspects test F1 is 0.80, 0.81, 0.82 over seeds 0-2, and each
-    multi-task run with the given aspects test F1 per seed; every other score 0.8."""
+def absa_score_rows(multi_runs: dict[str, list[float]], plain_seeds: tuple[int, ...] = (0, 1, 2)) -> dict:
+    """Results of the `absa` setting: plain runs whose aspects test F1 is 0.80 + 0.01 × seed (0.80, 0.81, 0.82 over
+    seeds 0-2), and each multi-task run with the given aspects test F1 per seed; every other score 0.8."""
 
     def row(run, task, seed, aspects):
         scores = {"sentiment_dev": 0.8, "sentiment_test": 0.8, "aspects_dev": 0.8, "aspects_test": aspects}
         return {"setting": "absa", "run": run, "task": task, "seed": seed, "train_seconds": 1.0, "cpu": "A", **scores}
 
-    runs = [row("plain", task, seed, 0.80 + 0.01 * seed) for seed in (0, 1, 2) for task in ("sentiment", "aspects")]
+    runs = [row("plain", task, seed, 0.80 + 0.01 * seed) for seed in plain_seeds for task in ("sentiment", "aspects")]
     runs += [row(run, None, seed, score) for run, scores in multi_runs.items() for seed, score in enumerate(scores)]
     return {"runs": {str(i): r for i, r in enumerate(runs)}, "epochs": {"absa": 5}}
 
@@ -243,3 +243,22 @@ def test_quality_candidates_table_compares_every_three_seed_multi_task_row_with_
         "| multi | – | – | – | – | +0.00 ± 0.00 | +1.00 ± 1.29 | 2 of 2 |",
         "| multi+group_4 | – | – | – | – | +0.00 ± 0.00 | -3.00 ± 0.58 | 1 of 2 |",
     ]
+
+
+def test_quality_targets_are_means_of_seeds_0_to_2_and_further_seeds_are_reported_beside_them(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import quality
+
+    results = absa_score_rows({"multi": [0.80, 0.82, 0.84, 0.82, 0.82]}, plain_seeds=(0, 1, 2, 3, 4))
+    report = quality.markdown(results, "python benchmarks/quality.py")
+    # Seeds 0-2 alone: the numbers of test_quality_targets_give_the_precision_of_three_seeds.
+    assert results["targets"]["absa"]["aspects"]["standard_error_points"] == 1.29
+    assert "### absa (5 epochs, seeds [0, 1, 2])" in report
+    assert "| multi | 80.0 ± 0.0 | 80.0 ± 0.0 | 80.0 ± 0.0 | 82.0 ± 2.0 | 1 ± 0 | 3 |" in report
+    # Seeds 0-4: multi 80, 82, 84, 82, 82 (variance 2) against plain 80 ... 84 (variance 2.5), both mean 82: standard
+    # error sqrt(2/5 + 2.5/5) = 0.95, std ratio sqrt(0.8) = 0.89; with 4 and 4 degrees of freedom the F distribution
+    # function is 3x² - 2x³ at x = r / (1 + r) = 4/9, 0.41701 for r = 0.8, so p = 2 × 0.41701 = 0.834.
+    aspects = results["targets_all_seeds"]["absa"]["aspects"]
+    assert aspects["multi_minus_plain_test_points"] == 0.0 and aspects["standard_error_points"] == 0.95
+    assert aspects["std_ratio"] == 0.89 and aspects["std_ratio_p_value"] == 0.834 and aspects["seeds"] == 5
+    assert "The same targets with seeds [3, 4] too" in report
