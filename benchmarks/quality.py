@@ -169,6 +169,9 @@ CANDIDATES = {
     # Random batches for token tasks (they gained from them on absa), length-grouped ones for sentence tasks (they
     # did not): most of random batches' quality for part of their time.
     "random_token_batches": ["--length_group_token_tasks", "false"],
+    # Random batches for sentence tasks (as the plain Trainer draws them), length-grouped ones for token tasks: on
+    # absa, hf_mtl's single-task sentiment lost to the plain Trainer with length-grouped batches, not with random ones.
+    "random_sentence_batches": ["--length_group_sentence_tasks", "false"],
     # Token tasks' length groups cut into batches of about equal tokens, not rows: every token step trains on about
     # as many tokens as a random batch (no short-row over-weighting, no small or large steps), with little padding.
     "word_batches": ["--token_batches_by_words", "true"],

@@ -216,6 +216,14 @@ class MultiTaskTrainingArguments(TrainingArguments):
             "tasks' batches are random rows (as the plain Trainer draws them), sentence tasks' stay length-grouped."
         },
     )
+    length_group_sentence_tasks: bool = field(
+        default=True,
+        metadata={
+            "help": "With per-task batches and group_by_length: draw sentence tasks' batches by length too. false: "
+            "sentence tasks' batches are random rows (as the plain Trainer draws them), token tasks' stay "
+            "length-grouped (unless --length_group_token_tasks false)."
+        },
+    )
     token_batches_by_words: bool = field(
         default=False,
         metadata={

@@ -303,7 +303,7 @@ def test_per_task_batches_hold_one_group_each_and_every_row(tmp_path):
         assert has_sentiment != has_ner
 
 
-def test_length_group_token_tasks_false_draws_token_batches_at_random_and_sentence_batches_by_length(tmp_path):
+def test_length_group_task_flags_draw_that_kind_of_tasks_batches_at_random_and_the_others_by_length(tmp_path):
     # Rows 0-63 a sentence task, 64-127 a token task; in each, half the rows have length 5 and half length 50. Batches
     # of 4, megabatches of 4 batches (16 rows sorted by length): at most one batch per megabatch mixes both lengths.
     groups, lengths = [0] * 64 + [1] * 64, [5, 50] * 64
@@ -316,7 +316,8 @@ def test_length_group_token_tasks_false_draws_token_batches_at_random_and_senten
     assert mixed[0] <= 4  # length-grouped: 4 megabatches, at most one mixed batch each
     assert mixed[1] > 8  # random rows: most of the 16 batches mix (14.2 expected)
 
-    # Through the arguments: the group labelling the token task is drawn at random, the sentence one by length.
+    # Through the arguments: the group labelling the token task (group 1) is drawn at random under
+    # --length_group_token_tasks false, the sentence one (group 0) under --length_group_sentence_tasks false.
     rows = [
         {"input_ids": [2] * (3 + i % 5), "sentiment_labels": i % 2, "ner_labels": [-100] * (3 + i % 5)}
         for i in range(8)
@@ -326,9 +327,18 @@ def test_length_group_token_tasks_false_draws_token_batches_at_random_and_senten
     ]
     dataset = Dataset.from_list(rows)
     dataset = dataset.add_column("length", [len(row["input_ids"]) for row in rows])
-    for setting, expected in ((True, set()), (False, {1})):
+    for token_setting, sentence_setting, expected in (
+        (True, True, set()),
+        (False, True, {1}),
+        (True, False, {0}),
+        (False, False, {0, 1}),
+    ):
         args = MultiTaskTrainingArguments(
-            output_dir=str(tmp_path), per_device_train_batch_size=4, length_group_token_tasks=setting, report_to="none"
+            output_dir=str(tmp_path),
+            per_device_train_batch_size=4,
+            length_group_token_tasks=token_setting,
+            length_group_sentence_tasks=sentence_setting,
+            report_to="none",
         )
         sampler = training_sampler(dataset, args, ["sentiment_labels", "ner_labels"])
         assert sampler.random_groups == expected
