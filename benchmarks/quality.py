@@ -178,6 +178,8 @@ CANDIDATES = {
     # AdamW's moments per task: a step of one task neither moves along the other task's momentum nor is scaled by
     # the other task's gradient sizes (in a single-task run this is AdamW exactly).
     "task_adam": ["--per_task_optimizer_state", "true"],
+    # The weights' exponential moving average over about the last 100 steps (Polyak averaging), not the last step's.
+    "ema_0.99": ["--ema_decay", "0.99"],
 }
 # One corpus labelling both tasks: each task has every row, so the shares are equal whatever the sampling.
 SINGLE_CORPUS_NO_OP = {"temperature_2", "equal", "annealed"}

@@ -317,6 +317,14 @@ class MultiTaskTrainingArguments(TrainingArguments):
             "encoder's; default: learning_rate for every parameter."
         },
     )
+    ema_decay: float | None = field(
+        default=None,
+        metadata={
+            "help": "Keep an exponential moving average of the weights, updated after every optimizer step with this "
+            "decay (0.99: about the last 100 steps), and end training with it: the evaluations after training and "
+            "the saved model use the averaged weights, the evaluations during training the current ones. Default: off."
+        },
+    )
     log_grad_cosine: bool = field(
         default=False,
         metadata={
@@ -417,6 +425,12 @@ class MultiTaskTrainingArguments(TrainingArguments):
             raise HfMtlError(f"--label_smoothing_factor must be in [0, 1), got {self.label_smoothing_factor}")
         if self.head_learning_rate is not None and not self.head_learning_rate > 0:
             raise HfMtlError(f"--head_learning_rate must be positive, got {self.head_learning_rate}")
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise HfMtlError(f"--ema_decay must be between 0 and 1 (exclusive), got {self.ema_decay}")
+        if self.ema_decay is not None and self.load_best_model_at_end:
+            raise HfMtlError(
+                "--ema_decay and --load_best_model_at_end both choose the weights training ends with: use one of them"
+            )
         if self.learning_rate <= 0:
             raise HfMtlError(f"--learning_rate must be positive, got {self.learning_rate}")
         for flag in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):

@@ -12,7 +12,7 @@ from datasets import Dataset, IterableDataset
 from torch import nn
 from torch.utils.data import DataLoader, SequentialSampler
 from transformers import Trainer
-from transformers.trainer_utils import PredictionOutput, has_length, seed_worker
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, PredictionOutput, has_length, seed_worker
 from transformers.utils import logging
 
 from .cpu import threads_per_process
@@ -26,6 +26,7 @@ from .model_card import ModelCardInputs, build_model_card, library_versions, non
 from .optimization import SHARED_STATE_KEY, PerTaskAdamW
 from .packaged_encoder import hub_id_of
 from .plots import plot_training_curves
+from .weight_averaging import WeightAveragingCallback
 
 logger = logging.get_logger(__name__)
 
@@ -70,7 +71,9 @@ class MultiTaskTrainer(Trainer):
       labelled positions over its denominator) and `eval_sentiment_loss`, `eval_ner_loss` in evaluation
       (averaged over the evaluation batches), each summed and counted across processes before averaging. A step
       that labels no position of a task does not count for that task's average;
-    - gives the heads their own learning rate when `args.head_learning_rate` is set.
+    - gives the heads their own learning rate when `args.head_learning_rate` is set;
+    - ends training with the weights' exponential moving average when `args.ema_decay` is set
+      ([`WeightAveragingCallback`]), saved in every checkpoint and restored on resume.
     """
 
     def __init__(self, model=None, args=None, data_collator=None, processing_class=None, **kwargs):
@@ -132,6 +135,21 @@ class MultiTaskTrainer(Trainer):
             keys = [task.label_key for task in self.task_specs]
             self._positions_per_row = labelled_positions_per_row(self.train_dataset, keys)
         self.final_metrics: dict[str, float] = {}  # the last evaluate / predict results, for the model card
+        ema_decay = getattr(self.args, "ema_decay", None)
+        self.weight_averaging = WeightAveragingCallback(ema_decay) if ema_decay is not None else None
+        if self.weight_averaging is not None:
+            self.add_callback(self.weight_averaging)
+
+    def _save_checkpoint(self, model, trial) -> None:
+        super()._save_checkpoint(model, trial)
+        if self.weight_averaging is not None and self.args.should_save:
+            folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            self.weight_averaging.save(folder)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        if self.weight_averaging is not None:
+            self.weight_averaging.resume_from(resume_from_checkpoint)
 
     def _get_train_sampler(self, train_dataset=None) -> torch.utils.data.Sampler | None:
         dataset = train_dataset if train_dataset is not None else self.train_dataset
