@@ -426,7 +426,9 @@ def plain_run(argv: list[str]) -> int:
         max_eval_samples=args.max_eval_samples, max_predict_samples=args.max_predict_samples,
     )  # fmt: skip
 
-    def plain(dataset):
+    def plain(dataset, longest_first: bool = False):
+        # Evaluation sets longest first, as hf_mtl evaluates (`eval_sort_by_length`): the same scores, less padding.
+        dataset = dataset.sort("length", reverse=True) if longest_first else dataset
         return dataset.rename_column(task.label_key, "labels").remove_columns("length")
 
     model_class = AutoModelForTokenClassification if task.is_token_task else AutoModelForSequenceClassification
@@ -446,13 +448,14 @@ def plain_run(argv: list[str]) -> int:
         training_args,
         data_collator=collator,
         train_dataset=plain(data.train),
-        eval_dataset=plain(next(iter(data.validation.values()))),
+        eval_dataset=plain(next(iter(data.validation.values())), longest_first=True),
         processing_class=tokenizer,
         compute_metrics=lambda p: scores(EvalPrediction({task.name: p.predictions}, p.label_ids)),
     )
     result = trainer.train()
     metrics = {**result.metrics, "train_samples": len(data.train), **trainer.evaluate()}
-    metrics.update(trainer.predict(plain(next(iter(data.test.values()))), metric_key_prefix="test").metrics)
+    test = plain(next(iter(data.test.values())), longest_first=True)
+    metrics.update(trainer.predict(test, metric_key_prefix="test").metrics)
     trainer.save_metrics("all", metrics, combined=False)
     trainer.save_state()
     return 0

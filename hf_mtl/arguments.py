@@ -181,7 +181,8 @@ class MultiTaskTrainingArguments(TrainingArguments):
     `use_cpu=True`; `train_sampling_strategy="group_by_length"` (batches of similar lengths, so dynamic padding
     pads almost nothing); `per_device_train_batch_size=32`; `bf16=None`, which turns bf16 autocast on only where
     the CPU multiplies bf16 natively. `batch_composition="per_task"` (every step trains one task) was chosen by
-    `benchmarks/quality.py`: it is what keeps each task as good as its single-task run.
+    `benchmarks/quality.py`: it is what keeps each task as good as its single-task run. `eval_sort_by_length=True`
+    evaluates rows from the longest to the shortest (the scores are those of the data's order, with less padding).
     """
 
     use_cpu: bool = field(default=True, metadata={"help": "Train on the CPU (the default for hf_mtl)."})
@@ -287,6 +288,13 @@ class MultiTaskTrainingArguments(TrainingArguments):
         metadata={
             "help": "Intra-op threads per process. Default: PyTorch's (one per physical core) for one process; an "
             "equal share of the cores per process under torchrun / accelerate launch."
+        },
+    )
+    eval_sort_by_length: bool = field(
+        default=True,
+        metadata={
+            "help": "Evaluate and predict in batches of rows of similar length (longest first), with predictions and "
+            "metrics returned in the data's order: the same scores, with little padding. false: the data's order."
         },
     )
     overwrite_output_dir: bool = field(

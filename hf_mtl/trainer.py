@@ -7,17 +7,18 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from datasets import Dataset, IterableDataset
 from torch import nn
 from torch.utils.data import DataLoader, SequentialSampler
 from transformers import Trainer
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, PredictionOutput, has_length, seed_worker
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, EvalPrediction, PredictionOutput, has_length, seed_worker
 from transformers.utils import logging
 
 from .cpu import threads_per_process
 from .data.collator import MultiTaskDataCollator
-from .data.sampling import labelled_positions_per_row, split_by_task, training_sampler
+from .data.sampling import LengthSortedSampler, labelled_positions_per_row, split_by_task, training_sampler
 from .errors import HfMtlError
 from .heads import IGNORE_INDEX
 from .loss_weighting import LossWeighting, balance_weights, dwa_weights, mean_pairwise_cosine, pcgrad_project
@@ -56,8 +57,10 @@ class MultiTaskTrainer(Trainer):
     - pads batches with [`MultiTaskDataCollator`] when no `data_collator` is given;
     - under `train_sampling_strategy="group_by_length"`, draws batches of similar length in a random order
       ([`ShuffledLengthGroupedSampler`]), not from the longest to the shortest;
-    - keeps evaluation and prediction in the data's order: under `train_sampling_strategy="group_by_length"` (hf_mtl's
-      default) the Trainer would also group evaluation batches by length, which returns predictions shuffled;
+    - evaluates and predicts the rows from the longest to the shortest (`args.eval_sort_by_length`, the default), so
+      that evaluation batches pad little, and returns predictions, and hands them to `compute_metrics`, in the
+      data's order (the Trainer, under `group_by_length`, would group evaluation batches by length too and return
+      predictions shuffled);
     - sets this process's intra-op threads (`args.torch_num_threads`, or a share of the cores per process when
       several train on one machine);
     - normalises each task's loss over the whole optimizer step, as transformers does for a causal LM under
@@ -68,9 +71,10 @@ class MultiTaskTrainer(Trainer):
       positions per row in the training set instead;
     - logs each task's loss: `sentiment_loss`, `ner_loss` in training (the mean of the task's per-step mean
       cross-entropies over the logging window; under `loss_denominator="expected"` each step weighted by its
-      labelled positions over its denominator) and `eval_sentiment_loss`, `eval_ner_loss` in evaluation
-      (averaged over the evaluation batches), each summed and counted across processes before averaging. A step
-      that labels no position of a task does not count for that task's average;
+      labelled positions over its denominator) and `eval_sentiment_loss`, `eval_ner_loss` in evaluation (the
+      mean cross-entropy over every labelled position of the set, whatever its batches), each summed and counted
+      across processes before averaging. A step that labels no position of a task does not count for that task's
+      average;
     - gives the heads their own learning rate when `args.head_learning_rate` is set;
     - ends training with the weights' exponential moving average when `args.ema_decay` is set
       ([`WeightAveragingCallback`]), saved in every checkpoint and restored on resume.
@@ -185,9 +189,20 @@ class MultiTaskTrainer(Trainer):
         return self.accelerator.prepare(loader)
 
     def _get_eval_sampler(self, eval_dataset) -> torch.utils.data.Sampler | None:
-        # Row i of `predict()`'s output must be row i of the dataset (predictions.jsonl is written from it).
+        # Row i of `predict()`'s output must be row i of the dataset (predictions.jsonl is written from it): rows
+        # evaluated longest first (`eval_sort_by_length`) are put back in order by `evaluation_loop`.
         if eval_dataset is None or not has_length(eval_dataset) or self.args.world_size > 1:
             return None
+        if (
+            getattr(self.args, "eval_sort_by_length", True)
+            and isinstance(eval_dataset, Dataset)
+            and self.args.eval_do_concat_batches  # predictions as one array per output, which can be reordered
+            and not self.args.batch_eval_metrics  # metrics from each batch as it comes
+        ):
+            input_name = getattr(self.accelerator.unwrap_model(self.model), "main_input_name", "input_ids")
+            sampler = LengthSortedSampler.from_dataset(eval_dataset, input_name)
+            if sampler is not None:
+                return sampler
         return SequentialSampler(eval_dataset)
 
     def _get_num_items_in_batch(self, batch_samples: list, device: torch.device) -> dict[str, torch.Tensor] | None:
@@ -283,8 +298,12 @@ class MultiTaskTrainer(Trainer):
             labelled = (inputs[f"{task}_labels"] != IGNORE_INDEX).sum()
             denominator = num_items_in_batch.get(task) if num_items_in_batch else None
             denominator = (labelled if denominator is None else denominator).clamp(min=1)
-            # The step's loss of the task comes in parts, one per micro-batch: together they count as one step.
-            meter.add(task, task_loss.detach(), labelled / denominator)
+            if model.training:
+                # The step's loss of the task comes in parts, one per micro-batch: together they count as one step.
+                meter.add(task, task_loss.detach(), labelled / denominator)
+            else:
+                # The mean over every labelled position (row, for a sentence task) of the set, however it is batched.
+                meter.add(task, task_loss.detach() * denominator, labelled)
         return (loss, outputs) if return_outputs else loss
 
     def training_step(self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch=None) -> torch.Tensor:
@@ -518,11 +537,43 @@ class MultiTaskTrainer(Trainer):
     def evaluation_loop(
         self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
     ):
+        """The Trainer's loop, plus each task's evaluation loss; rows evaluated longest first (`LengthSortedSampler`)
+        reach `compute_metrics` and the returned predictions in the data's order."""
         self._task_losses["eval"].reset()
-        output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
+        # Accelerate's loader keeps the sampler in its batch sampler.
+        sampler = getattr(getattr(dataloader, "batch_sampler", None), "sampler", None)
+        inverse = sampler.inverse if isinstance(sampler, LengthSortedSampler) else None
+        compute_metrics = self.compute_metrics
+        if inverse is not None and compute_metrics is not None:
+            self.compute_metrics = lambda prediction: compute_metrics(
+                EvalPrediction(*(in_order(part, inverse) for part in (prediction.predictions, prediction.label_ids,
+                                                                       prediction.inputs, prediction.losses)))
+            )  # fmt: skip
+        try:
+            output = super().evaluation_loop(
+                dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix
+            )
+        finally:
+            self.compute_metrics = compute_metrics
+        if inverse is not None:
+            output = output._replace(
+                predictions=in_order(output.predictions, inverse), label_ids=in_order(output.label_ids, inverse)
+            )
         for task, loss in self._reduce_task_losses("eval").items():
             output.metrics[f"{metric_key_prefix}_{task}_loss"] = loss
         return output
+
+
+def in_order(outputs: Any, inverse: np.ndarray) -> Any:
+    """Evaluation outputs gathered in a sampler's order (arrays, or lists, tuples and dicts of them, one row per
+    evaluated row) put back in the data's order: row i of each array becomes `array[inverse][i]`."""
+    if isinstance(outputs, dict):
+        return {key: in_order(value, inverse) for key, value in outputs.items()}
+    if isinstance(outputs, (list, tuple)):
+        return type(outputs)(in_order(value, inverse) for value in outputs)
+    if isinstance(outputs, (np.ndarray, torch.Tensor)) and outputs.ndim and len(outputs) == len(inverse):
+        return outputs[inverse]
+    return outputs
 
 
 def loss_denominators(

@@ -1,5 +1,5 @@
-"""Training samplers: length-grouped batches in a random order (little padding, no drift from long to short rows),
-and per-task batches (every step trains one task)."""
+"""Samplers: for training, length-grouped batches in a random order (little padding, no drift from long to short
+rows) and per-task batches (every step trains one task); for evaluation, the rows from the longest to the shortest."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import itertools
 import math
 from collections.abc import Iterator
 
+import numpy as np
+import pyarrow.compute as pc
 import torch
 from datasets import Dataset
 from torch.utils.data import Sampler
@@ -68,6 +70,37 @@ class ShuffledLengthGroupedSampler(Sampler[int]):
 
     def __iter__(self) -> Iterator[int]:
         return iter([index for batch in self.batches() for index in batch])
+
+
+class LengthSortedSampler(Sampler[int]):
+    """Evaluation order: the rows from the longest to the shortest (rows of equal length in the data's order), so
+    that every evaluation batch holds rows of about one length and pads little.
+
+    Outputs gathered in this order come back to the data's order with `inverse`: `outputs[sampler.inverse][i]` is
+    the output of row i.
+
+    Args:
+        lengths (`list[int]`): Each row's length in tokens.
+    """
+
+    def __init__(self, lengths: list[int] | np.ndarray):
+        self.order = np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
+        self.inverse = np.argsort(self.order, kind="stable")
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.order.tolist())
+
+    @classmethod
+    def from_dataset(cls, dataset: Dataset, input_name: str = "input_ids") -> LengthSortedSampler | None:
+        """The sampler of a tokenised dataset, from the lengths of its `input_name` lists; `None` without that
+        column."""
+        if input_name not in dataset.column_names:
+            return None
+        lengths = pc.list_value_length(dataset.with_format("arrow")[input_name])
+        return cls(lengths.to_numpy(zero_copy_only=False))
 
 
 def equal_length_batches(lengths: list[int], num_batches: int) -> list[list[int]]:
