@@ -203,3 +203,18 @@ def test_shuffled_length_grouped_sampler_keeps_batches_tight_in_a_random_order()
     first_megabatch = [max(lengths[i] for i in b) for b in batches[:50]]
     assert first_megabatch != sorted(first_megabatch, reverse=True)  # not swept from long to short
     assert list(sampler) != order  # a new epoch, a new order
+
+
+@pytest.mark.integration
+def test_evaluation_benchmark_quick(tmp_path):
+    output = tmp_path / "evaluation.json"
+    result = run_quick_benchmark("evaluation.py", output)
+    results = json.loads(output.read_text())
+    assert list(results["sets"]) == ["sst2 dev", "wnut17 dev", "wnut17 test"]
+    for row in results["sets"].values():
+        assert row["rows"] == 64
+        assert row["same_scores"] is True  # the script also exits non-zero otherwise
+        # 64 rows of varied lengths in batches of 16: sorted batches pad less than batches in the data's order.
+        assert 0 <= row["padding_longest_first"] < row["padding_in_order"]
+        assert row["speedup"] == pytest.approx(row["seconds_in_order"] / row["seconds_longest_first"])
+    assert "| wnut17 test | 64 |" in result.stdout
