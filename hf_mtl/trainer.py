@@ -545,10 +545,7 @@ class MultiTaskTrainer(Trainer):
         inverse = sampler.inverse if isinstance(sampler, LengthSortedSampler) else None
         compute_metrics = self.compute_metrics
         if inverse is not None and compute_metrics is not None:
-            self.compute_metrics = lambda prediction: compute_metrics(
-                EvalPrediction(*(in_order(part, inverse) for part in (prediction.predictions, prediction.label_ids,
-                                                                       prediction.inputs, prediction.losses)))
-            )  # fmt: skip
+            self.compute_metrics = partial(_metrics_in_order, compute_metrics, inverse)
         try:
             output = super().evaluation_loop(
                 dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix
@@ -562,6 +559,11 @@ class MultiTaskTrainer(Trainer):
         for task, loss in self._reduce_task_losses("eval").items():
             output.metrics[f"{metric_key_prefix}_{task}_loss"] = loss
         return output
+
+
+def _metrics_in_order(compute_metrics, inverse: np.ndarray, prediction: EvalPrediction) -> dict[str, float]:
+    parts = (prediction.predictions, prediction.label_ids, prediction.inputs, prediction.losses)
+    return compute_metrics(EvalPrediction(*(in_order(part, inverse) for part in parts)))
 
 
 def in_order(outputs: Any, inverse: np.ndarray) -> Any:
