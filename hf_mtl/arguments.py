@@ -246,14 +246,17 @@ class MultiTaskTrainingArguments(TrainingArguments):
             "shared weights grows by one copy per task.",
         },
     )
-    loss_denominator: Literal["labelled", "expected"] = field(
-        default="labelled",
+    loss_denominator: Literal["labelled", "expected"] | None = field(
+        default=None,
         metadata={
             "help": "What each task's summed cross-entropy in an optimizer step is divided by: 'labelled' (its "
             "labelled positions in the step: a mean per step, transformers' rule under gradient accumulation) or "
             "'expected' (the step's rows labelling the task times the task's mean labelled positions per row in the "
             "training set: every labelled token weighs the same in every step, as in random batches, even when a "
-            "length-grouped step holds only short or only long rows). The same for sentence tasks.",
+            "length-grouped step holds only short or only long rows). The same for sentence tasks. Default: "
+            "'expected' when token tasks train on length-grouped batches (--train_sampling_strategy group_by_length "
+            "and --length_group_token_tasks, without --token_batches_by_words) of a map-style training set, else "
+            "'labelled' (random batches, where the two about agree, or a stream, whose mean is unknown).",
             "choices": ["labelled", "expected"],
         },
     )
@@ -369,7 +372,7 @@ class MultiTaskTrainingArguments(TrainingArguments):
         self.loss_weighting = LossWeighting(self.loss_weighting)
         if self.bf16 is None:
             self.bf16 = bool(self.use_cpu and not self.fp16 and has_native_bf16())
-        if self.loss_denominator not in ("labelled", "expected"):
+        if self.loss_denominator not in (None, "labelled", "expected"):
             raise HfMtlError(f"--loss_denominator must be 'labelled' or 'expected', got {self.loss_denominator!r}")
         if self.length_group_size < 1:
             raise HfMtlError(f"--length_group_size must be at least 1, got {self.length_group_size}")

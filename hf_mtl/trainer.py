@@ -12,7 +12,7 @@ import torch
 from datasets import Dataset, IterableDataset
 from torch import nn
 from torch.utils.data import DataLoader, SequentialSampler
-from transformers import Trainer
+from transformers import Trainer, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, EvalPrediction, PredictionOutput, has_length, seed_worker
 from transformers.utils import logging
 
@@ -67,8 +67,8 @@ class MultiTaskTrainer(Trainer):
       gradient accumulation: each task's summed cross-entropy is divided by that task's labelled positions over
       every micro-batch of the step and every process (`num_items_in_batch`, a dict per task), so that a step's
       gradient is that of one pooled batch whatever the accumulation or the number of processes. With
-      `args.loss_denominator="expected"`, by the step's rows labelling the task times the task's mean labelled
-      positions per row in the training set instead;
+      `loss_denominator="expected"` (the default with length-grouped token batches: [`resolve_loss_denominator`]),
+      by the step's rows labelling the task times the task's mean labelled positions per row in the training set;
     - logs each task's loss: `sentiment_loss`, `ner_loss` in training (the mean of the task's per-step mean
       cross-entropies over the logging window; under `loss_denominator="expected"` each step weighted by its
       labelled positions over its denominator) and `eval_sentiment_loss`, `eval_ner_loss` in evaluation (the
@@ -132,8 +132,11 @@ class MultiTaskTrainer(Trainer):
         self._grad_norms: dict[str, float] = {}
         self._pcgrad_generator = torch.Generator().manual_seed(self.args.seed)
         # Under `loss_denominator="expected"`: each task's mean labelled positions per row of the training set.
+        self.loss_denominator = resolve_loss_denominator(self.args, self.train_dataset)
+        if getattr(self.args, "loss_denominator", "labelled") is None:
+            logger.info(f"loss_denominator: {self.loss_denominator} (the default for this run's batches and data)")
         self._positions_per_row: dict[str, float] | None = None
-        if getattr(self.args, "loss_denominator", "labelled") == "expected" and self.train_dataset is not None:
+        if self.loss_denominator == "expected" and self.train_dataset is not None:
             if not isinstance(self.train_dataset, Dataset):
                 raise HfMtlError("--loss_denominator expected needs a map-style training set (not a stream)")
             keys = [task.label_key for task in self.task_specs]
@@ -576,6 +579,22 @@ def in_order(outputs: Any, inverse: np.ndarray) -> Any:
     if isinstance(outputs, (np.ndarray, torch.Tensor)) and outputs.ndim and len(outputs) == len(inverse):
         return outputs[inverse]
     return outputs
+
+
+def resolve_loss_denominator(args: TrainingArguments, train_dataset: Any) -> str:
+    """The loss denominator `args` asks for (`args.loss_denominator`), or by default: `"expected"` when token tasks
+    train on length-grouped batches of a map-style training set (a step of short rows would otherwise weigh each
+    of its tokens more than a step of long rows), `"labelled"` otherwise (random batches, where the two about agree,
+    and streams, whose mean labelled positions per row are unknown). Plain `TrainingArguments`: `"labelled"`."""
+    chosen = getattr(args, "loss_denominator", "labelled")
+    if chosen is not None:
+        return chosen
+    length_grouped_tokens = (
+        args.train_sampling_strategy == "group_by_length"
+        and getattr(args, "length_group_token_tasks", True)
+        and not getattr(args, "token_batches_by_words", False)
+    )
+    return "expected" if length_grouped_tokens and isinstance(train_dataset, Dataset) else "labelled"
 
 
 def loss_denominators(

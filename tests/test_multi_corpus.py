@@ -188,14 +188,14 @@ def test_quality_single_task_rows_of_a_token_only_change_train_the_token_tasks(m
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     import quality
 
-    plan = quality.planned_runs(["absa", "sst2_btc"], ["single", "single+expected_denominator"], [0])
+    plan = quality.planned_runs(["absa", "sst2_btc"], ["single", "single+labelled_denominator"], [0])
     assert plan == [
         ("absa", "single", "sentiment", 0),
         ("absa", "single", "aspects", 0),
-        ("absa", "single+expected_denominator", "aspects", 0),
+        ("absa", "single+labelled_denominator", "aspects", 0),
         ("sst2_btc", "single", "sentiment", 0),
         ("sst2_btc", "single", "ner", 0),
-        ("sst2_btc", "single+expected_denominator", "ner", 0),
+        ("sst2_btc", "single+labelled_denominator", "ner", 0),
     ]
 
 

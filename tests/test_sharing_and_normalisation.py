@@ -145,6 +145,47 @@ def test_expected_loss_denominator_weighs_every_token_the_same_in_every_step(tin
         MultiTaskTrainer(model, stream_args, train_dataset=dataset.to_iterable_dataset(), processing_class=tokenizer)
 
 
+def test_default_loss_denominator_is_expected_for_length_grouped_token_batches(tiny_dir, tokenizer, tmp_path):
+    model = MultiTaskModel.from_encoder(str(tiny_dir))
+    rows = _rows(tokenizer)
+    ids = tokenizer("anna and paris and anna met")["input_ids"]
+    extra = {"input_ids": ids, "attention_mask": [1] * len(ids), "sentiment_labels": -100}
+    extra["ner_labels"] = [-100] + [1, 0, 3, 0, 1] + [-100] * (len(ids) - 6)
+    dataset = Dataset.from_list([*rows, extra])  # NER labels 3 + 1 + 5 words in 3 rows: 3.0 per row
+
+    def trainer_for(train_dataset=dataset, **kwargs) -> MultiTaskTrainer:
+        args = MultiTaskTrainingArguments(
+            output_dir=str(tmp_path), per_device_train_batch_size=2, max_steps=2, report_to="none", **kwargs
+        )
+        return MultiTaskTrainer(model, args, train_dataset=train_dataset, processing_class=tokenizer)
+
+    # The defaults: per-task, length-grouped batches of a map-style set.
+    trainer = trainer_for()
+    assert trainer.args.loss_denominator is None and trainer.loss_denominator == "expected"
+    model.train()
+    ner_positions = []  # each NER batch's labelled positions, which the default does not divide by
+    for batch in trainer.get_train_dataloader():
+        num_items = trainer._get_num_items_in_batch([batch], "cpu")
+        ner_rows = int((batch["ner_labels"] != -100).any(dim=1).sum())
+        if ner_rows:
+            ner_positions.append((int((batch["ner_labels"] != -100).sum()), 3.0 * ner_rows))
+        sentiment_rows = int((batch["sentiment_labels"] != -100).sum())
+        assert {task: float(count) for task, count in num_items.items()} == {
+            "sentiment": 1.0 * sentiment_rows,
+            "ner": 3.0 * ner_rows,
+        }
+    assert any(positions != expected for positions, expected in ner_positions), ner_positions
+    # Random token batches, token batches cut by words, a stream, or asked for: the labelled positions.
+    for kwargs in (
+        {"train_sampling_strategy": "random"},
+        {"length_group_token_tasks": False},
+        {"token_batches_by_words": True},
+        {"train_dataset": dataset.to_iterable_dataset()},
+        {"loss_denominator": "labelled"},
+    ):
+        assert trainer_for(**kwargs).loss_denominator == "labelled", kwargs
+
+
 def _tiny_config(**kwargs) -> MultiTaskConfig:
     encoder = BertConfig(
         vocab_size=100, hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=37, **NO_DROPOUT

@@ -30,8 +30,10 @@ def _trainer(model, tokenizer, tmp_path, train, evaluation, **overrides):
         per_device_train_batch_size=8,
         per_device_eval_batch_size=16,
         learning_rate=overrides.pop("learning_rate", 1e-3),
-        # These tests read both tasks' losses off every step: batches that hold both tasks.
+        # These tests read both tasks' losses off every step: batches that hold both tasks, each task's loss its mean
+        # cross-entropy in the step (then the Trainer's loss is the sum of the tasks' logged means).
         batch_composition=overrides.pop("batch_composition", "mixed"),
+        loss_denominator=overrides.pop("loss_denominator", "labelled"),
         logging_steps=overrides.pop("logging_steps", 4),
         eval_strategy="steps",
         eval_steps=4,
