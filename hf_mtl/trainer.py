@@ -131,10 +131,10 @@ class MultiTaskTrainer(Trainer):
         self._dwa = {task.name: 1.0 for task in self.task_specs}
         self._grad_norms: dict[str, float] = {}
         self._pcgrad_generator = torch.Generator().manual_seed(self.args.seed)
-        # Under `loss_denominator="expected"`: each task's mean labelled positions per row of the training set.
         self.loss_denominator = resolve_loss_denominator(self.args, self.train_dataset)
         if getattr(self.args, "loss_denominator", "labelled") is None:
             logger.info(f"loss_denominator: {self.loss_denominator} (the default for this run's batches and data)")
+        # Under `loss_denominator="expected"`: each task's mean labelled positions per row of the training set.
         self._positions_per_row: dict[str, float] | None = None
         if self.loss_denominator == "expected" and self.train_dataset is not None:
             if not isinstance(self.train_dataset, Dataset):
