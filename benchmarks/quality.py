@@ -156,6 +156,9 @@ CANDIDATES = {
     "head_lr_1e-3": ["--head_learning_rate", "1e-3"],
     "head_layers_1": ["--head_hidden_layers", "1"],
     "pooling_mean": ["--sentence_pooling", "mean"],
+    # The [CLS] hidden state itself, not the pooler's tanh layer over it (MiniLM's pooler was not trained: its bias
+    # is 0 and its weights' std 0.009, so the pooled output starts small).
+    "pooling_cls": ["--sentence_pooling", "cls"],
     "temperature_2": ["--mixing_strategy", "temperature", "--mixing_temperature", "2"],
     "equal": ["--mixing_strategy", "equal"],
     "annealed": ["--annealed_sampling", "true"],
