@@ -157,11 +157,11 @@ CANDIDATES = {
     "head_layers_1": ["--head_hidden_layers", "1"],
     "pooling_mean": ["--sentence_pooling", "mean"],
     # The [CLS] hidden state itself, not the pooler's tanh layer over it (MiniLM's pooler has a zero bias and weights
-    # of std 0.009, so the pooled output starts small).
+    # of std 0.009: on three restaurant sentences its output's std is 0.18 of the [CLS] state's).
     "pooling_cls": ["--sentence_pooling", "cls"],
     # Mean pooling with the top layer copied per task: the sentence loss's gradient reaches every token through the
     # sentence task's own top layer, not through the states the token head reads (a text's forward costs 7/6 of
-    # one encoder's).
+    # one encoder's). Measured: aspects lose as much as with mean pooling alone (absa, 3 seeds).
     "pooling_mean+task_layers_1": ["--sentence_pooling", "mean", "--task_specific_layers", "1"],
     "temperature_2": ["--mixing_strategy", "temperature", "--mixing_temperature", "2"],
     "equal": ["--mixing_strategy", "equal"],
