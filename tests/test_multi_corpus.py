@@ -115,6 +115,34 @@ def test_quality_benchmark_runs_a_single_task_run_shared_by_two_settings_once(mo
     assert quality.recorded_twin(runs, "sst2_btc", "plain", "ner", 1) is None
     assert quality.recorded_twin(runs, "sst2_btc", "multi", None, 1) is None
     assert quality.single_task_inputs("sst2_btc", "ner") != quality.single_task_inputs("sst2_wnut17", "ner")
+    # The WNUT-17 subset pair trains SST-2 alone as the full pair does: the recorded run is reused, NER is not.
+    assert (
+        quality.recorded_twin(runs, "sst2_wnut17_2k", "plain", "sentiment", 1) == "sst2_wnut17/plain/sentiment/seed1"
+    )
+    assert quality.single_task_inputs("sst2_wnut17_2k", "ner") != quality.single_task_inputs("sst2_wnut17", "ner")
+
+
+def test_quality_wnut17_subset_keeps_whole_tweets_split_at_blank_or_tab_lines(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import quality
+
+    data, work = tmp_path / "data", tmp_path / "work"
+    (data / "sst2_glue").mkdir(parents=True)
+    (data / "sst2_glue" / "train.tsv").write_text("sentence\tlabel\n" + "".join(f"s{i}\t1\n" for i in range(6)))
+    (data / "wnut17").mkdir()
+    # WNUT-17's training file ends most tweets with a line holding only a tab, some with an empty line.
+    tweets = [f"a{i}\tO\nb{i}\tB-person" for i in range(5)]
+    (data / "wnut17" / "wnut17train.conll").write_text(
+        "\n\t\n".join(tweets[:3]) + "\n\n" + "\n\t\n".join(tweets[3:]) + "\n\n"
+    )
+    monkeypatch.setattr(quality, "DATA", data)
+    monkeypatch.setattr(quality, "SST2_TRAIN_ROWS", 3)
+    monkeypatch.setattr(quality, "SST2_DEV_ROWS", 2)
+    monkeypatch.setattr(quality, "WNUT_TRAIN_TWEETS", 3)
+    quality.prepare_data(work)
+
+    subset = (work / "wnut17_train_3.conll").read_text().strip().split("\n\n")
+    assert len(subset) == 3 and len(set(subset)) == 3 and set(subset) <= set(tweets)
 
 
 @pytest.mark.integration
