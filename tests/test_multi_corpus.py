@@ -268,8 +268,8 @@ def test_quality_candidates_table_compares_every_three_seed_multi_task_row_with_
     table = quality.candidates_table(absa_score_rows(runs))
     # group_4: 78 against the plain runs' 81 ± 1 (3 seeds): -3.00 ± sqrt(1/3) = 0.58; sentiment 80 against 80.
     assert table.splitlines()[2:] == [
-        "| multi | – | – | – | – | +0.00 ± 0.00 | +1.00 ± 1.29 | 2 of 2 |",
-        "| multi+group_4 | – | – | – | – | +0.00 ± 0.00 | -3.00 ± 0.58 | 1 of 2 |",
+        "| multi | – | – | – | – | – | – | +0.00 ± 0.00 | +1.00 ± 1.29 | 2 of 2 |",
+        "| multi+group_4 | – | – | – | – | – | – | +0.00 ± 0.00 | -3.00 ± 0.58 | 1 of 2 |",
     ]
 
 
