@@ -655,6 +655,10 @@ def epochs_to_reach(multi: list[dict], plain: list[dict], task: str) -> float | 
     return statistics.fmean(epochs) if epochs else None
 
 
+def setting_label(name: str) -> str:
+    return name if name in DEFAULT_SETTINGS else f"{name} (not in the default set)"
+
+
 def targets_table(targets: dict) -> str:
     lines = [
         "| setting | task | multi − plain, test ± standard error (points; target ≥ −0.5) | std ratio (target ≤ 1.5; "
@@ -670,7 +674,7 @@ def targets_table(targets: dict) -> str:
             error, p_value = values.get("standard_error_points"), values.get("std_ratio_p_value")
             needed = values.get("seeds_to_resolve_target")
             lines.append(
-                f"| {name} | {task} | {values['multi_minus_plain_test_points']:+.2f}"
+                f"| {setting_label(name)} | {task} | {values['multi_minus_plain_test_points']:+.2f}"
                 f"{'' if error is None else f' ± {error:.2f}'} | "
                 f"{'–' if ratio is None else f'{ratio:.2f}'}{'' if p_value is None else f' (p = {p_value:.2f})'} | "
                 f"{'–' if needed is None else needed} | "
@@ -678,7 +682,7 @@ def targets_table(targets: dict) -> str:
             )
     lines += ["", "Multi-task training time / the two plain single-task runs' (target ≤ 1.05):"]
     lines += [
-        f"- {name}: {values['time_ratio_multi_over_plain_pair']:.2f}"
+        f"- {setting_label(name)}: {values['time_ratio_multi_over_plain_pair']:.2f}"
         for name, values in targets.items()
         if "time_ratio_multi_over_plain_pair" in values
     ]
