@@ -255,7 +255,7 @@ def prepare_data(work: Path) -> None:
     wnut_train = work / f"wnut17_train_{WNUT_TRAIN_TWEETS}.conll"
     if not wnut_train.is_file() and (DATA / "wnut17" / "wnut17train.conll").is_file():
         text = (DATA / "wnut17" / "wnut17train.conll").read_text(encoding="utf-8")
-        tweets = [block for block in re.split(r"\n[ \t]*\n", text) if block.strip()]  # tweets end at blank lines
+        tweets = [block for block in re.split(r"\n[ \t]*\n", text) if block.strip()]  # blank or tab-only lines
         random.Random(0).shuffle(tweets)
         wnut_train.write_text("\n\n".join(tweets[:WNUT_TRAIN_TWEETS]) + "\n", encoding="utf-8")
     btc_train = work / f"btc_train_{BTC_TRAIN_TWEETS}.conll"
