@@ -211,10 +211,12 @@ class MultiTaskTrainingArguments(TrainingArguments):
         },
     )
     length_group_token_tasks: bool = field(
-        default=True,
+        default=False,
         metadata={
-            "help": "With per-task batches and group_by_length: draw token tasks' batches by length too. false: token "
-            "tasks' batches are random rows (as the plain Trainer draws them), sentence tasks' stay length-grouped."
+            "help": "With per-task batches and group_by_length: draw token tasks' batches by length too (less padding, "
+            "about 0.7x the training time of a token task). Default false: token tasks' batches are random rows, as "
+            "the plain Trainer draws them (the multi-task runs lost entity F1 with length-grouped ones, "
+            "docs/BENCHMARKS.md); sentence tasks' stay length-grouped."
         },
     )
     length_group_sentence_tasks: bool = field(

@@ -591,7 +591,7 @@ def resolve_loss_denominator(args: TrainingArguments, train_dataset: Any) -> str
         return chosen
     length_grouped_tokens = (
         args.train_sampling_strategy == "group_by_length"
-        and getattr(args, "length_group_token_tasks", True)
+        and getattr(args, "length_group_token_tasks", False)
         and not getattr(args, "token_batches_by_words", False)
     )
     return "expected" if length_grouped_tokens and isinstance(train_dataset, Dataset) else "labelled"

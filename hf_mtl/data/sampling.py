@@ -390,7 +390,7 @@ def training_sampler(dataset, args, label_keys: list[str]) -> Sampler[int] | Sam
             group for group, index in first_rows.items() if any(is_labelled(columns[key][index]) for key in token_keys)
         }
         by_words = getattr(args, "token_batches_by_words", False)
-        random_groups = set() if getattr(args, "length_group_token_tasks", True) else set(token_groups)
+        random_groups = set() if getattr(args, "length_group_token_tasks", False) else set(token_groups)
         if not getattr(args, "length_group_sentence_tasks", True):
             random_groups |= set(first_rows) - token_groups
         sampler = TaskHomogeneousSampler(
