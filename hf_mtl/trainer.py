@@ -56,7 +56,8 @@ class MultiTaskTrainer(Trainer):
     - takes `label_names` from the model's tasks (`sentiment_labels`, `ner_labels`) unless `args.label_names` is set;
     - pads batches with [`MultiTaskDataCollator`] when no `data_collator` is given;
     - under `train_sampling_strategy="group_by_length"`, draws batches of similar length in a random order
-      ([`ShuffledLengthGroupedSampler`]), not from the longest to the shortest;
+      ([`ShuffledLengthGroupedSampler`]), not from the longest to the shortest; with per-task batches (the default)
+      only sentence tasks' batches, token tasks' are random rows unless `args.length_group_token_tasks`;
     - evaluates and predicts the rows from the longest to the shortest (`args.eval_sort_by_length`, the default), so
       that evaluation batches pad little, and returns predictions, and hands them to `compute_metrics`, in the
       data's order (the Trainer, under `group_by_length`, would group evaluation batches by length too and return

@@ -108,18 +108,21 @@ def test_quality_benchmark_runs_a_single_task_run_shared_by_two_settings_once(mo
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     import quality
 
-    runs = {"sst2_wnut17/plain/sentiment/seed1": {"sentiment_test": 0.8}}
-    # SST-2 alone is the same run in both SST-2 pairs; a NER run, or another seed, is not.
-    assert quality.recorded_twin(runs, "sst2_btc", "plain", "sentiment", 1) == "sst2_wnut17/plain/sentiment/seed1"
+    runs = {"sst2_wnut17_2k/plain/sentiment/seed1": {"sentiment_test": 0.8}}
+    # SST-2 alone is the same run in both 6-epoch SST-2 pairs; a NER run, another seed or other epochs are not.
+    twin = "sst2_wnut17_2k/plain/sentiment/seed1"
+    assert quality.recorded_twin(runs, "sst2_btc", "plain", "sentiment", 1) == twin
     assert quality.recorded_twin(runs, "sst2_btc", "plain", "sentiment", 0) is None
     assert quality.recorded_twin(runs, "sst2_btc", "plain", "ner", 1) is None
     assert quality.recorded_twin(runs, "sst2_btc", "multi", None, 1) is None
-    assert quality.single_task_inputs("sst2_btc", "ner") != quality.single_task_inputs("sst2_wnut17", "ner")
-    # The WNUT-17 subset pair trains SST-2 alone as the full pair does: the recorded run is reused, NER is not.
-    assert (
-        quality.recorded_twin(runs, "sst2_wnut17_2k", "plain", "sentiment", 1) == "sst2_wnut17/plain/sentiment/seed1"
-    )
-    assert quality.single_task_inputs("sst2_wnut17_2k", "ner") != quality.single_task_inputs("sst2_wnut17", "ner")
+    assert quality.recorded_twin(runs, "sst2_wnut17", "plain", "sentiment", 1) is None  # 4 epochs
+    assert quality.single_task_inputs("sst2_btc", "ner") != quality.single_task_inputs("sst2_wnut17_2k", "ner")
+    # The 4-epoch pairs share SST-2's 4-epoch run; WNUT-17's subset and every tweet are different NER runs.
+    runs = {"sst2_wnut17/plain/sentiment/seed1": {"sentiment_test": 0.8}}
+    twin = "sst2_wnut17/plain/sentiment/seed1"
+    assert quality.recorded_twin(runs, "sst2_btc_4ep", "plain", "sentiment", 1) == twin
+    assert quality.recorded_twin(runs, "sst2_wnut17_2k_4ep", "plain", "sentiment", 1) == twin
+    assert quality.single_task_inputs("sst2_wnut17_2k_4ep", "ner") != quality.single_task_inputs("sst2_wnut17", "ner")
 
 
 def test_quality_wnut17_subset_keeps_whole_tweets_split_at_blank_or_tab_lines(tmp_path, monkeypatch):
@@ -216,14 +219,14 @@ def test_quality_single_task_rows_of_a_token_only_change_train_the_token_tasks(m
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     import quality
 
-    plan = quality.planned_runs(["absa", "sst2_btc"], ["single", "single+labelled_denominator"], [0])
+    plan = quality.planned_runs(["absa", "sst2_btc"], ["single", "single+length_grouped_token_batches"], [0])
     assert plan == [
         ("absa", "single", "sentiment", 0),
         ("absa", "single", "aspects", 0),
-        ("absa", "single+labelled_denominator", "aspects", 0),
+        ("absa", "single+length_grouped_token_batches", "aspects", 0),
         ("sst2_btc", "single", "sentiment", 0),
         ("sst2_btc", "single", "ner", 0),
-        ("sst2_btc", "single+labelled_denominator", "ner", 0),
+        ("sst2_btc", "single+length_grouped_token_batches", "ner", 0),
     ]
 
 
@@ -266,10 +269,12 @@ def test_quality_candidates_table_compares_every_three_seed_multi_task_row_with_
 
     runs = {"multi": [0.80, 0.82, 0.84], "multi+group_4": [0.78] * 3, "multi+mixed": [0.90] * 2}  # mixed: 2 seeds
     table = quality.candidates_table(absa_score_rows(runs))
-    # group_4: 78 against the plain runs' 81 ± 1 (3 seeds): -3.00 ± sqrt(1/3) = 0.58; sentiment 80 against 80.
+    # group_4: 78 against the plain runs' 81 ± 1 (3 seeds): -3.00 ± sqrt(1/3) = 0.58; sentiment 80 against 80. Only
+    # absa has rows, so only its tasks have columns.
+    assert table.splitlines()[0] == "| run | absa sentiment | absa aspects | targets met |"
     assert table.splitlines()[2:] == [
-        "| multi | – | – | – | – | – | – | +0.00 ± 0.00 | +1.00 ± 1.29 | 2 of 2 |",
-        "| multi+group_4 | – | – | – | – | – | – | +0.00 ± 0.00 | -3.00 ± 0.58 | 1 of 2 |",
+        "| multi | +0.00 ± 0.00 | +1.00 ± 1.29 | 2 of 2 |",
+        "| multi+group_4 | +0.00 ± 0.00 | -3.00 ± 0.58 | 1 of 2 |",
     ]
 
 

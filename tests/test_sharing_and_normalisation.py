@@ -145,7 +145,7 @@ def test_expected_loss_denominator_weighs_every_token_the_same_in_every_step(tin
         MultiTaskTrainer(model, stream_args, train_dataset=dataset.to_iterable_dataset(), processing_class=tokenizer)
 
 
-def test_default_loss_denominator_is_expected_for_length_grouped_token_batches(tiny_dir, tokenizer, tmp_path):
+def test_default_loss_denominator_is_expected_only_for_length_grouped_token_batches(tiny_dir, tokenizer, tmp_path):
     model = MultiTaskModel.from_encoder(str(tiny_dir))
     rows = _rows(tokenizer)
     ids = tokenizer("anna and paris and anna met")["input_ids"]
@@ -159,8 +159,8 @@ def test_default_loss_denominator_is_expected_for_length_grouped_token_batches(t
         )
         return MultiTaskTrainer(model, args, train_dataset=train_dataset, processing_class=tokenizer)
 
-    # The defaults: per-task, length-grouped batches of a map-style set.
-    trainer = trainer_for()
+    # Length-grouped token batches (per-task batches of a map-style set): the expected positions.
+    trainer = trainer_for(length_group_token_tasks=True)
     assert trainer.args.loss_denominator is None and trainer.loss_denominator == "expected"
     model.train()
     ner_positions = []  # each NER batch's labelled positions, which the default does not divide by
@@ -175,13 +175,15 @@ def test_default_loss_denominator_is_expected_for_length_grouped_token_batches(t
             "ner": 3.0 * ner_rows,
         }
     assert any(positions != expected for positions, expected in ner_positions), ner_positions
-    # Random token batches, token batches cut by words, a stream, or asked for: the labelled positions.
+    # The defaults (random token batches), random batches, token batches cut by words, a stream, or asked for: the
+    # labelled positions.
+    assert trainer_for().args.length_group_token_tasks is False
     for kwargs in (
-        {"train_sampling_strategy": "random"},
-        {"length_group_token_tasks": False},
-        {"token_batches_by_words": True},
-        {"train_dataset": dataset.to_iterable_dataset()},
-        {"loss_denominator": "labelled"},
+        {},
+        {"train_sampling_strategy": "random", "length_group_token_tasks": True},
+        {"token_batches_by_words": True, "length_group_token_tasks": True},
+        {"train_dataset": dataset.to_iterable_dataset(), "length_group_token_tasks": True},
+        {"loss_denominator": "labelled", "length_group_token_tasks": True},
     ):
         assert trainer_for(**kwargs).loss_denominator == "labelled", kwargs
 
@@ -433,7 +435,7 @@ def test_token_batches_by_words_give_token_steps_equal_words_and_sentence_steps_
     dataset = dataset.add_column("length", [len(row["input_ids"]) for row in rows])
     args = MultiTaskTrainingArguments(
         output_dir=str(tmp_path), per_device_train_batch_size=2, token_batches_by_words=True, report_to="none",
-        num_train_epochs=1, save_strategy="no", disable_tqdm=True,
+        length_group_token_tasks=True, num_train_epochs=1, save_strategy="no", disable_tqdm=True,
     )  # fmt: skip
     sampler = training_sampler(dataset, args, ["sentiment_labels", "ner_labels"])
     assert isinstance(sampler, TaskHomogeneousBatchSampler) and sampler.sampler.equal_word_groups == {1}
@@ -454,14 +456,16 @@ def test_token_batches_by_words_give_token_steps_equal_words_and_sentence_steps_
     assert trainer.train().global_step == 20
     assert len(drawn) == 2 and drawn[1] != drawn[0]  # training drew its own epoch, in a new order
     for conflict in (
+        {"length_group_token_tasks": False},  # the default: random token batches have no length groups to cut
         {"train_sampling_strategy": "random"},
         {"loss_denominator": "expected"},
         {"auto_find_batch_size": True},
     ):
         with pytest.raises(HfMtlError, match="--token_batches_by_words"):
             MultiTaskTrainingArguments(
-                output_dir=str(tmp_path), token_batches_by_words=True, report_to="none", **conflict
-            )
+                output_dir=str(tmp_path), token_batches_by_words=True, report_to="none",
+                **{"length_group_token_tasks": True, **conflict},
+            )  # fmt: skip
 
 
 def test_length_group_size_sets_how_many_batches_are_sorted_together(tmp_path):

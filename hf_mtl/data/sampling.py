@@ -356,7 +356,8 @@ def training_epochs(args, num_batches: int) -> int:
 
 def training_sampler(dataset, args, label_keys: list[str]) -> Sampler[int] | Sampler[list[int]] | None:
     """hf_mtl's training sampler for `args` (a [`MultiTaskTrainingArguments`]): per-task batches under
-    `batch_composition="per_task"` (length-grouped inside a task under `train_sampling_strategy="group_by_length"`),
+    `batch_composition="per_task"` (under `train_sampling_strategy="group_by_length"`, length-grouped inside a
+    sentence task, and inside a token task with `length_group_token_tasks`; random rows otherwise),
     else length-grouped batches in a random order under `group_by_length`, else `None` (the Trainer's own).
 
     Args:
