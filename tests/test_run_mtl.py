@@ -274,4 +274,8 @@ def test_tensorboard_gets_each_task_as_its_own_scalar(tiny_dir, tmp_path):
         "eval/ner_f1",
         "eval/ner_PER_f1",
     } <= tags
-    assert len(events.Scalars("train/ner_loss")) == 2  # 6 steps, logged every 3
+    # Every training log that holds an NER loss (a window of 3 steps with at least one NER batch) reaches TensorBoard.
+    history = json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
+    logged = [entry["ner_loss"] for entry in history if "ner_loss" in entry and "eval_ner_loss" not in entry]
+    assert 1 <= len(logged) <= 2  # 6 steps, logged every 3
+    assert [event.value for event in events.Scalars("train/ner_loss")] == pytest.approx(logged)
