@@ -3,9 +3,9 @@
 
 Three settings by default, all with the packaged MiniLM, batch 32, learning rate 5e-5, fp32 and a fixed number of
 epochs per setting, chosen once to bring every single-task run to its dev plateau (each run's per-epoch dev curve
-is recorded, so the plateau can be checked): 6 for the two SST-2 pairs (a 6-epoch plain run's dev score is flat over
-its last 3 epochs on WNUT-17, BTC and SST-2; at 4 epochs it was 1-3 points short on the token corpora), 5 for
-restaurants (BENCHMARKS.md):
+is recorded, so the plateau can be checked): 6 for the two SST-2 pairs (at 4 epochs the token corpora were 1-3 dev
+points short of a 6-epoch run; at 6, SST-2 and WNUT-17 are flat within their noise, BTC still gains about a point in
+its sixth epoch), 5 for restaurants (BENCHMARKS.md):
 - `sst2_wnut17_2k`: an SST-2 subset (2,000 train rows drawn once with seed 0; dev: 872 other train rows; test: the
   official dev set, 872 rows) and WNUT-17 (2,000 of its 3,394 training tweets, drawn once; dev 1,009 / test 1,287);
 - `sst2_btc`: the same SST-2 subset and the Broad Twitter Corpus (2,000 train tweets drawn once; dev 1,000; test
