@@ -224,17 +224,15 @@ ON_LABELLED_DENOMINATOR = [
     "head_layers_1", "pooling_mean", "temperature_2", "equal", "annealed", "warmup_0.1", "group_4",
     "random_sentence_batches", "task_adam", "ema_0.99",
 ]  # fmt: skip
-CANDIDATES |= {
-    f"length_grouped_token_batches+labelled_denominator+{name}": [
-        *CANDIDATES["length_grouped_token_batches"],
-        *CANDIDATES["labelled_denominator"],
-        *CANDIDATES[name],
-    ]
-    for name in ON_LABELLED_DENOMINATOR
-} | {
-    f"length_grouped_token_batches+{name}": [*CANDIDATES["length_grouped_token_batches"], *CANDIDATES[name]]
-    for name in ON_LENGTH_GROUPED_TOKENS
-}
+
+
+def stacked(base: str, names: list[str]) -> dict[str, list[str]]:
+    """Each candidate of `names` on top of the candidate `base`, named `<base>+<name>`."""
+    return {f"{base}+{name}": [*CANDIDATES[base], *CANDIDATES[name]] for name in names}
+
+
+CANDIDATES |= stacked("length_grouped_token_batches", ON_LENGTH_GROUPED_TOKENS)
+CANDIDATES |= stacked("length_grouped_token_batches+labelled_denominator", ON_LABELLED_DENOMINATOR)
 # One corpus labelling both tasks: each task has every row, so the shares are equal whatever the sampling.
 SINGLE_CORPUS_NO_OP = {"temperature_2", "equal", "annealed"}
 # The settings and rows the targets compare; the others are asked for with `--settings` and `--runs`.
