@@ -238,6 +238,18 @@ class MultiTaskTrainingArguments(TrainingArguments):
             "--auto_find_batch_size."
         },
     )
+    sorted_micro_batches: int = field(
+        default=1,
+        metadata={
+            "help": "Cut each training batch into this many micro-batches of rows of similar length (longest "
+            "first), each padded only to its own longest row, and run them one after the other in the same "
+            "optimizer step. The step's loss and gradient are the whole batch's (each task's summed loss is divided "
+            "by its count over the whole step), with less padding where a batch's rows are drawn at random, as token "
+            "tasks' are by default. Dropout draws other masks, so a run is not identical to one with 1 (no "
+            "cutting). Not with --loss_weighting pcgrad or grad_balance, or --log_grad_cosine, which read a batch's "
+            "per-task gradients."
+        },
+    )
     per_task_optimizer_state: bool = field(
         default=False,
         metadata={
@@ -379,9 +391,18 @@ class MultiTaskTrainingArguments(TrainingArguments):
             raise HfMtlError(f"--loss_denominator must be 'labelled' or 'expected', got {self.loss_denominator!r}")
         if self.length_group_size < 1:
             raise HfMtlError(f"--length_group_size must be at least 1, got {self.length_group_size}")
+        if self.sorted_micro_batches < 1:
+            raise HfMtlError(f"--sorted_micro_batches must be at least 1, got {self.sorted_micro_batches}")
         if self.torch_num_threads is not None and self.torch_num_threads < 1:
             raise HfMtlError(f"--torch_num_threads must be at least 1, got {self.torch_num_threads}")
         within_batch = self.loss_weighting == LossWeighting.PCGRAD or self.log_grad_cosine
+        per_task_gradients = within_batch or self.loss_weighting == LossWeighting.GRAD_BALANCE
+        if self.sorted_micro_batches > 1 and per_task_gradients:
+            flag = "--log_grad_cosine" if self.log_grad_cosine else f"--loss_weighting {self.loss_weighting.value}"
+            raise HfMtlError(
+                f"--sorted_micro_batches {self.sorted_micro_batches}: {flag} reads a whole batch's per-task "
+                "gradients; use 1"
+            )
         if self.batch_composition is None:
             self.batch_composition = "mixed" if within_batch else "per_task"
         elif self.batch_composition == "per_task" and within_batch:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from functools import partial
 from pathlib import Path
@@ -17,7 +18,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, EvalPrediction, Pr
 from transformers.utils import logging
 
 from .cpu import threads_per_process
-from .data.collator import MultiTaskDataCollator
+from .data.collator import MultiTaskDataCollator, sorted_micro_batches
 from .data.sampling import LengthSortedSampler, labelled_positions_per_row, split_by_task, training_sampler
 from .errors import HfMtlError
 from .heads import IGNORE_INDEX
@@ -319,6 +320,9 @@ class MultiTaskTrainer(Trainer):
             self.weighting == LossWeighting.GRAD_BALANCE and self.state.global_step % self.args.grad_balance_steps == 0
         )
         if self.weighting != LossWeighting.PCGRAD and not cosine and not balance_step:
+            pieces = getattr(self.args, "sorted_micro_batches", 1)
+            if pieces > 1 and num_items_in_batch is not None:
+                return self._sorted_micro_batch_step(model, inputs, num_items_in_batch, pieces)
             return super().training_step(model, inputs, num_items_in_batch)
         model.train()
         inputs = self._prepare_inputs(inputs)
@@ -369,6 +373,24 @@ class MultiTaskTrainer(Trainer):
         surrogate = surrogate + sum((p * g).sum() for p, g in zip(others, other_grads) if g is not None)
         self.accelerator.backward(surrogate * scale)
         return loss.detach() * scale
+
+    def _sorted_micro_batch_step(
+        self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: dict[str, torch.Tensor], pieces: int
+    ) -> torch.Tensor:
+        """`args.sorted_micro_batches`: the Trainer's step on each micro-batch of rows of similar length
+        ([`sorted_micro_batches`]) in turn. Each task's loss is divided by its count over the whole optimizer step
+        (`num_items_in_batch`), so the parts add up to the whole batch's loss and gradient; gradients are
+        synchronised across processes once, with the last part."""
+        token_keys = [task.label_key for task in self.task_specs if task.is_token_task]
+        sequence_keys = ["input_ids", "attention_mask", "token_type_ids", *token_keys]
+        multiple = getattr(self.data_collator, "pad_to_multiple_of", None)
+        parts = sorted_micro_batches(inputs, pieces, sequence_keys, multiple)
+        loss = 0.0
+        for index, part in enumerate(parts):
+            last = index == len(parts) - 1
+            with contextlib.nullcontext() if last else self.accelerator.no_sync(model):
+                loss = loss + super().training_step(model, part, num_items_in_batch)
+        return loss
 
     def _update_grad_balance(self, norms: dict[str, float], momentum: float = 0.9) -> None:
         """Folds this step's per-task gradient norms (of the unweighted losses) into their running means, then sets

@@ -11,7 +11,7 @@ from transformers import AlbertConfig, BertConfig, BertModel, BertTokenizerFast
 
 from hf_mtl import MultiTaskConfig, MultiTaskModel, MultiTaskTrainer
 from hf_mtl.arguments import MultiTaskTrainingArguments
-from hf_mtl.data.collator import MultiTaskDataCollator
+from hf_mtl.data.collator import MultiTaskDataCollator, sorted_micro_batches
 from hf_mtl.data.sampling import (
     ShuffledLengthGroupedSampler,
     TaskHomogeneousBatchSampler,
@@ -112,6 +112,55 @@ def test_gradient_accumulation_gives_the_loss_and_gradient_of_the_pooled_batch(t
     with torch.no_grad():
         per_batch_means = sum(model(**batch).loss for batch in micro_batches) / 2
     assert abs(per_batch_means.item() - expected_loss.item()) > 1e-2
+
+
+def test_sorted_micro_batches_give_the_loss_and_gradient_of_the_whole_batch(tiny_dir, tokenizer, tmp_path):
+    torch.manual_seed(0)
+    model = MultiTaskModel.from_encoder(str(tiny_dir), encoder_kwargs=NO_DROPOUT, classifier_dropout=0.0)
+    rows = _rows(tokenizer)
+    expected_loss, expected_grads = _pooled_gradients(model, rows, tokenizer)
+    args = MultiTaskTrainingArguments(
+        output_dir=str(tmp_path), per_device_train_batch_size=4, train_sampling_strategy="sequential",
+        batch_composition="mixed", sorted_micro_batches=2, report_to="none",
+    )  # fmt: skip
+    trainer = MultiTaskTrainer(model, args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
+    (batch,), num_items = trainer.get_batch_samples(iter(trainer.get_train_dataloader()), 1, args.device)
+    # The parts: rows longest first (a stable sort by length), two per part, each as wide as its longest row.
+    lengths = [len(row["input_ids"]) for row in rows]
+    order = sorted(range(4), key=lambda i: -lengths[i])
+    halves = [order[:2], order[2:]]
+    widths = [max(lengths[i] for i in half) for half in halves]
+    assert widths[1] < widths[0] == batch["input_ids"].shape[1]  # the second part needs less padding
+    parts = sorted_micro_batches(batch, 2, ["input_ids", "attention_mask", "token_type_ids", "ner_labels"])
+    assert [tuple(part["input_ids"].shape) for part in parts] == [(2, widths[0]), (2, widths[1])]
+    for part, order in zip(parts, halves):
+        width = part["input_ids"].shape[1]
+        assert part["input_ids"].tolist() == [batch["input_ids"][i, :width].tolist() for i in order]
+        assert part["ner_labels"].tolist() == [batch["ner_labels"][i, :width].tolist() for i in order]
+        assert part["sentiment_labels"].tolist() == [rows[i]["sentiment_labels"] for i in order]
+    # The step runs the parts one after the other and gives the whole batch's loss and gradient (computed
+    # independently above).
+    seen, compute_loss = [], trainer.compute_loss
+
+    def recording(model, inputs, **kwargs):
+        seen.append(tuple(inputs["input_ids"].shape))
+        return compute_loss(model, inputs, **kwargs)
+
+    trainer.compute_loss = recording
+    step_loss = trainer.training_step(model, batch, num_items)
+    assert seen == [(2, widths[0]), (2, widths[1])]
+    torch.testing.assert_close(step_loss, expected_loss)
+    for name, grad in expected_grads.items():
+        torch.testing.assert_close(dict(model.named_parameters())[name].grad, grad, msg=name)
+    model.zero_grad()
+
+    # Left padding is not cut; the options that read a whole batch's per-task gradients refuse it.
+    left = {**batch, "attention_mask": batch["attention_mask"].flip(1)}
+    assert [p["input_ids"].shape[1] for p in sorted_micro_batches(left, 2, ["input_ids"])] == [widths[0]] * 2
+    with pytest.raises(HfMtlError, match="--sorted_micro_batches 2: --loss_weighting pcgrad reads a whole batch"):
+        MultiTaskTrainingArguments(output_dir=str(tmp_path), sorted_micro_batches=2, loss_weighting="pcgrad")
+    with pytest.raises(HfMtlError, match="--sorted_micro_batches must be at least 1, got 0"):
+        MultiTaskTrainingArguments(output_dir=str(tmp_path), sorted_micro_batches=0)
 
 
 def test_expected_loss_denominator_weighs_every_token_the_same_in_every_step(tiny_dir, tokenizer, tmp_path):

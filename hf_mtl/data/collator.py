@@ -47,3 +47,48 @@ class MultiTaskDataCollator:
                 )
             batch[name] = torch.tensor(padded, dtype=torch.long)
         return dict(batch)
+
+
+def sorted_micro_batches(
+    batch: dict[str, Any], pieces: int, sequence_keys: list[str], pad_to_multiple_of: int | None = None
+) -> list[dict[str, Any]]:
+    """A padded batch's rows, longest first, cut into `pieces` micro-batches of about equal rows, each padded only to
+    its own longest row (rounded up to `pad_to_multiple_of`).
+
+    Every tensor with a row per batch row is cut by rows; those of `sequence_keys` (encoder inputs, token labels)
+    also lose the padding columns the micro-batch does not need. Only right padding is cut: a batch whose rows do
+    not all end in their padding (left padding), or with no `attention_mask`, keeps its width.
+
+    Args:
+        batch (`dict[str, Any]`): A collated batch ([`MultiTaskDataCollator`]).
+        pieces (`int`): How many micro-batches (at most one per row).
+        sequence_keys (`list[str]`): The keys whose second dimension is the token position.
+        pad_to_multiple_of (`int`, *optional*): The collator's padding multiple, kept by every micro-batch.
+    """
+    mask = batch.get("attention_mask")
+    rows = len(batch["input_ids"])
+    if pieces <= 1 or rows < 2:
+        return [batch]
+    width = batch["input_ids"].shape[1]
+    if mask is not None:
+        lengths = mask.sum(dim=1)
+        right_padded = torch.equal(mask.bool(), torch.arange(width) < lengths[:, None])
+        if not right_padded:
+            lengths = torch.full((rows,), width)
+    else:
+        lengths = torch.full((rows,), width)
+    order = torch.argsort(lengths, descending=True, stable=True)
+    micro_batches = []
+    for index in torch.tensor_split(order, min(pieces, rows)):
+        keep = int(lengths[index].max())
+        if pad_to_multiple_of:
+            keep = min(width, -(-keep // pad_to_multiple_of) * pad_to_multiple_of)
+        micro_batch = {}
+        for key, value in batch.items():
+            if isinstance(value, torch.Tensor) and value.dim() >= 1 and len(value) == rows:
+                value = value[index]
+                if key in sequence_keys:
+                    value = value[:, :keep]
+            micro_batch[key] = value
+        micro_batches.append(micro_batch)
+    return micro_batches
