@@ -877,6 +877,7 @@ def token_weights(args) -> int:
 
     from hf_mtl import load_multitask_datasets, load_tokenizer
     from hf_mtl.arguments import parse_args
+    from hf_mtl.data.collator import sorted_micro_batches
     from hf_mtl.data.sampling import labelled_positions_per_row, split_by_task, training_sampler
     from hf_mtl.heads import IGNORE_INDEX
     from hf_mtl.loading import resolve_tasks
@@ -891,6 +892,10 @@ def token_weights(args) -> int:
     print("|---|---|---|---|---|---|---|")
     samplers = {
         "random": {"length_group_size": 1},
+        # The same random batches, each cut into sorted micro-batches in one step (`--sorted_micro_batches`): the
+        # loss weights are the whole step's, only the padding changes.
+        "random, 2 sorted micro-batches": {"length_group_size": 1, "sorted_micro_batches": 2},
+        "random, 4 sorted micro-batches": {"length_group_size": 1, "sorted_micro_batches": 4},
         "length groups of 4": {"length_group_size": 4},
         "length groups of 50": {"length_group_size": 50},
         "length groups of 50, equal tokens": {"length_group_size": 50, "token_batches_by_words": True},
@@ -912,7 +917,8 @@ def token_weights(args) -> int:
                 # Token batches drawn by length (the default draws them at random), in groups of that many batches.
                 training_args.token_batches_by_words, training_args.length_group_token_tasks = False, True
                 for key, value in settings.items():
-                    setattr(training_args, key, value)
+                    if key != "sorted_micro_batches":
+                        setattr(training_args, key, value)
                 sampler = training_sampler(train, training_args, keys)
                 inner = getattr(sampler, "sampler", sampler)  # a TaskHomogeneousBatchSampler's sampler
                 inner.generator = torch.Generator().manual_seed(0)
@@ -923,7 +929,14 @@ def token_weights(args) -> int:
                     rows = [i for i in batch if words[i]]
                     if not rows:
                         continue
-                    padded += len(rows) * max(lengths[i] for i in rows)
+                    longest = max(lengths[i] for i in rows)
+                    mask = torch.arange(longest) < torch.tensor([lengths[i] for i in rows])[:, None]
+                    parts = sorted_micro_batches(
+                        {"input_ids": mask.long(), "attention_mask": mask.long()},
+                        settings.get("sorted_micro_batches", 1),
+                        ["input_ids", "attention_mask"],
+                    )
+                    padded += sum(part["input_ids"].numel() for part in parts)
                     tokens += sum(lengths[i] for i in rows)
                     labels = [train[i][task.label_key] for i in rows]
                     width = max(len(row) for row in labels)

@@ -166,12 +166,17 @@ def test_quality_token_weights_expected_denominator_weighs_words_by_their_share(
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [line.strip("|").split(" | ") for line in result.stdout.splitlines() if line.startswith("| absa |")]
+    micro = ["random, 2 sorted micro-batches", "random, 4 sorted micro-batches"]
     samplers = ["random", "length groups of 4", "length groups of 50", "length groups of 50, equal tokens"]
-    assert [row[3] for row in rows] == samplers
-    padding = {}
+    assert [row[3] for row in rows] == [samplers[0], *micro, *samplers[1:]]
+    padding, weights = {}, {}
     for _, task, share, sampler, labelled, expected, padded in (map(str.strip, row) for row in rows):
         assert task == "aspects"
-        padding[sampler] = float(padded.rstrip("%"))
+        padding[sampler], weights[sampler] = float(padded.rstrip("%")), (labelled, expected)
+        if sampler in micro:
+            # The random batches cut into parts of one step: the step's loss weights, less padding.
+            assert weights[sampler] == weights["random"]
+            continue
         if sampler.endswith("equal tokens"):
             # Batches of about equal tokens: each token weighs about the same under the labelled-count denominator,
             # and dividing by rows (more rows in a batch of short rows) weighs short rows less.
@@ -185,7 +190,9 @@ def test_quality_token_weights_expected_denominator_weighs_words_by_their_share(
         else:
             assert float(labelled) > float(share) + 0.1
     # Padding falls from random rows to length groups of 4, of 50, and batches cut by tokens.
-    assert [padding[name] for name in samplers] == sorted(padding.values(), reverse=True)
+    assert [padding[name] for name in samplers] == sorted((padding[name] for name in samplers), reverse=True)
+    # Sorted parts of each random batch: less padding the more parts.
+    assert padding["random"] > padding[micro[0]] > padding[micro[1]]
 
 
 def test_quality_report_compares_times_only_on_the_plain_runs_cpu(monkeypatch):
