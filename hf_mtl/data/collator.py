@@ -72,11 +72,11 @@ def sorted_micro_batches(
     width = batch["input_ids"].shape[1]
     if mask is not None:
         lengths = mask.sum(dim=1)
-        right_padded = torch.equal(mask.bool(), torch.arange(width) < lengths[:, None])
+        right_padded = torch.equal(mask.bool(), torch.arange(width, device=mask.device) < lengths[:, None])
         if not right_padded:
-            lengths = torch.full((rows,), width)
+            lengths = torch.full_like(lengths, width)
     else:
-        lengths = torch.full((rows,), width)
+        lengths = torch.full((rows,), width, device=batch["input_ids"].device)
     order = torch.argsort(lengths, descending=True, stable=True)
     micro_batches = []
     for index in torch.tensor_split(order, min(pieces, rows)):
