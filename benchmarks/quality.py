@@ -29,7 +29,7 @@ Training time excludes the per-epoch evaluations. Every finished run is written 
 rerun skips the runs recorded there (the benchmark is resumable). A single-task run that is the same in two settings
 (SST-2's, in both SST-2 pairs) runs once; the second setting records its row with `same_run_as`.
 
-    python benchmarks/quality.py                                   # (a), (d): default settings, seeds 0-2 (2 h 50 min)
+    python benchmarks/quality.py                                   # (a), (d): default settings, seeds 0-2 (2 h 48 min)
     python benchmarks/quality.py --runs single_random multi+pooling_mean --seeds 0   # more rows, resumed into the file
     python benchmarks/quality.py --quick                           # smoke version, a minute or two
     python benchmarks/quality.py --token_weights                   # short rows' share of each token loss (seconds)
@@ -62,7 +62,7 @@ WNUT_TAGS = ["O"] + [f"{p}-{t}" for t in ("person", "location", "corporation", "
                      for p in ("B", "I")]  # fmt: skip
 BTC_TAGS = ["O"] + [f"{p}-{t}" for t in ("PER", "LOC", "ORG") for p in ("B", "I")]
 # Subset sizes: sized for (a) and (d) over 3 seeds of the default settings to take about 2 hours on a 2-core EPYC at
-# 4 epochs; at 6 epochs with random token batches they take about 2 h 50 min (BENCHMARKS.md). The file names carry the
+# 4 epochs; at 6 epochs with random token batches they take about 2 h 48 min (BENCHMARKS.md). The file names carry the
 # sizes, so a work folder holding other sizes is never reused.
 SST2_TRAIN_ROWS, SST2_DEV_ROWS, BTC_TRAIN_TWEETS, WNUT_TRAIN_TWEETS = 2000, 872, 2000, 2000
 SST2 = {

@@ -153,6 +153,10 @@ def test_sorted_micro_batches_give_the_loss_and_gradient_of_the_whole_batch(tiny
     for name, grad in expected_grads.items():
         torch.testing.assert_close(dict(model.named_parameters())[name].grad, grad, msg=name)
     model.zero_grad()
+    # Each part's own mean would not give it: the parts hold different shares of the labelled positions.
+    with torch.no_grad():
+        per_part_means = sum(model(**part).loss for part in parts) / 2
+    assert abs(per_part_means.item() - expected_loss.item()) > 1e-2
 
     # Left padding is not cut; the options that read a whole batch's per-task gradients refuse it.
     left = {**batch, "attention_mask": batch["attention_mask"].flip(1)}
