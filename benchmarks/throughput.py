@@ -80,19 +80,28 @@ def matmul_peak(dtype, size: int = 2048, repeats: int = 5) -> float:
 
 
 class BatchLog:
-    """Per batch: examples, real tokens, padded tokens and model FLOPs of the real tokens."""
+    """Per optimizer step: examples, real tokens, padded tokens and model FLOPs of the real tokens, summed over the
+    step's forward passes (one, or one per micro-batch with `--sorted_micro_batches`)."""
 
     def __init__(self, per_token_flops: float, attention_flops: float):
         self.per_token_flops, self.attention_flops = per_token_flops, attention_flops
         self.rows: list[tuple[int, int, int, float]] = []
+        self._step: tuple[int, int, int, float] | None = None
 
     def add(self, attention_mask) -> None:
         lengths = attention_mask.sum(dim=1).tolist()
         flops = sum(self.per_token_flops * t + self.attention_flops * t * t for t in lengths)
-        self.rows.append((len(lengths), int(sum(lengths)), attention_mask.numel(), flops))
+        row = (len(lengths), int(sum(lengths)), attention_mask.numel(), flops)
+        self._step = row if self._step is None else tuple(a + b for a, b in zip(self._step, row))
+
+    def end_step(self) -> None:
+        """Closes the optimizer step: its forward passes become one row."""
+        if self._step is not None:
+            self.rows.append(self._step)
+            self._step = None
 
     def hook(self, module, args, kwargs) -> None:
-        """A forward pre-hook: logs the batch the model is called on (training: one call per step)."""
+        """A forward pre-hook: logs the batch the model is called on in training."""
         if module.training:
             self.add(kwargs["attention_mask"])
 
@@ -200,6 +209,7 @@ def naive_training(model, tokenizer, corpus, steps: int, log: BatchLog) -> list[
         optimizer.step()
         optimizer.zero_grad()
         step_ends.append(time.perf_counter())
+        log.end_step()
     return step_ends
 
 
@@ -219,6 +229,7 @@ def trainer_training(trainer_class, model, arguments: dict, corpus, collator, st
 
         def on_step_end(self, args, state, control, **kwargs):
             step_ends.append(time.perf_counter())
+            log.end_step()
 
     timed_collator = TimedCollator(collator)
     model.register_forward_pre_hook(log.hook, with_kwargs=True)

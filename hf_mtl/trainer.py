@@ -320,7 +320,7 @@ class MultiTaskTrainer(Trainer):
             self.weighting == LossWeighting.GRAD_BALANCE and self.state.global_step % self.args.grad_balance_steps == 0
         )
         if self.weighting != LossWeighting.PCGRAD and not cosine and not balance_step:
-            pieces = getattr(self.args, "sorted_micro_batches", 1)
+            pieces = getattr(self.args, "sorted_micro_batches", None) or 1
             if pieces > 1 and num_items_in_batch is not None:
                 return self._sorted_micro_batch_step(model, inputs, num_items_in_batch, pieces)
             return super().training_step(model, inputs, num_items_in_batch)

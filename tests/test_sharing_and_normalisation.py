@@ -165,6 +165,12 @@ def test_sorted_micro_batches_give_the_loss_and_gradient_of_the_whole_batch(tiny
         MultiTaskTrainingArguments(output_dir=str(tmp_path), sorted_micro_batches=2, loss_weighting="pcgrad")
     with pytest.raises(HfMtlError, match="--sorted_micro_batches must be at least 1, got 0"):
         MultiTaskTrainingArguments(output_dir=str(tmp_path), sorted_micro_batches=0)
+    # The default: 2 on the CPU, 1 where the per-task gradients need whole batches.
+    assert MultiTaskTrainingArguments(output_dir=str(tmp_path), use_cpu=True).sorted_micro_batches == 2
+    for needs_whole_batches in ({"loss_weighting": "pcgrad"}, {"loss_weighting": "grad_balance"},
+                                {"log_grad_cosine": True, "batch_composition": "mixed"}):  # fmt: skip
+        args = MultiTaskTrainingArguments(output_dir=str(tmp_path), use_cpu=True, **needs_whole_batches)
+        assert args.sorted_micro_batches == 1, needs_whole_batches
 
 
 def test_expected_loss_denominator_weighs_every_token_the_same_in_every_step(tiny_dir, tokenizer, tmp_path):
