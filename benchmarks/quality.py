@@ -644,7 +644,7 @@ def setting_targets(rows: list[dict], setting: Setting, run_name: str = "multi")
     if seeds and len({row["task"] for row in plain}) == len(setting.tasks):
         multi_time = statistics.fmean(row["train_seconds"] for row in multi if row["seed"] in seeds)
         plain_time = sum(row["train_seconds"] for row in plain if row["seed"] in seeds) / len(seeds)
-        out["time_ratio_multi_over_plain_pair"] = round(multi_time / plain_time, 3)
+        out["time_ratio_multi_over_plain_pair"] = round(multi_time / plain_time, 4)
     return out
 
 

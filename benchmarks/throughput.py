@@ -257,6 +257,7 @@ def trainer_training(trainer_class, model, arguments: dict, corpus, collator, st
             "threads": torch.get_num_threads(),
             "optimizer": str(getattr(args.optim, "value", args.optim)),
             "dataloader_num_workers": args.dataloader_num_workers,
+            "sorted_micro_batches": getattr(args, "sorted_micro_batches", None),
         }
     # The first step's begin comes after its batch was made: the clock starts at the first step.
     return {"step_ends": step_ends, "loading_seconds": timed_collator.seconds, "settings": settings}

@@ -2,9 +2,11 @@
 """Does hf_mtl's training loop cost anything over the plain Trainer? (b) against (d) of `throughput.py`, measured so
 that the order does not matter, plus a profile of one training step of each.
 
-(b) is `MultiTaskTrainer` with hf_mtl's defaults on the multi-task model; (d) the plain `Trainer` with a single-task
-`AutoModelForTokenClassification` on exactly the same batches (the rows, batches and timing windows of
-`throughput.py`). Each measurement is its own process, in the order b d d b (twice by default: b d d b b d d b), so
+(b) is `MultiTaskTrainer` with hf_mtl's defaults on the multi-task model, except that each batch runs whole
+(`--sorted_micro_batches 1`: the CPU default of 2 would cut the padding (d) pays, and this measures the loop, not the
+padding); (d) the plain `Trainer` with a single-task `AutoModelForTokenClassification` on exactly the same batches
+(the rows, batches and timing windows of `throughput.py`). Each measurement is its own process, in the order b d d b
+(twice by default: b d d b b d d b), so
 that allocator state, frequency drift and warm caches favour neither side; the ratio is the median of (b)'s window
 rates over the median of (d)'s. Then one process per mode profiles one step (after the windows) with
 `torch.profiler` and the top entries by self CPU time are recorded (`--quick`: its two timed processes do).
@@ -42,6 +44,9 @@ from throughput import (  # noqa: E402
 
 MODES = ("defaults", "plain")
 PROFILE_ROWS = 8
+
+# Both sides train each batch whole: the loop's cost is measured, not the padding (the plain Trainer ignores it).
+WHOLE_BATCHES = {"sorted_micro_batches": 1}
 
 
 def one_mode(mode: str, n_windows: int, window_steps: int, profile: bool) -> dict:
@@ -103,7 +108,7 @@ def one_mode(mode: str, n_windows: int, window_steps: int, profile: bool) -> dic
     if callbacks:
         trainer_class = _with_callbacks(trainer_class, callbacks)
     log = BatchLog(*model_flop_constants(model))
-    run = trainer_training(trainer_class, model, {}, corpus, collator, steps, log)
+    run = trainer_training(trainer_class, model, WHOLE_BATCHES, corpus, collator, steps, log)
     if not n_windows:
         return {"mode": mode, "profile": table}
     ends = run["step_ends"][: timed_steps + 1]  # the profiled step is not timed
@@ -146,7 +151,9 @@ def interleaved(steps: int) -> dict:
     corpus = load_corpus(tokenizer, tasks, rows=CORPUS_ROWS)
     plain_corpus = plain_token_corpus(corpus)
     output_dir = tempfile.mkdtemp()
-    args = MultiTaskTrainingArguments(output_dir=output_dir, learning_rate=2e-4, report_to="none", save_strategy="no")
+    args = MultiTaskTrainingArguments(
+        output_dir=output_dir, learning_rate=2e-4, report_to="none", save_strategy="no", **WHOLE_BATCHES
+    )
     torch.manual_seed(0)
     order = list(training_sampler(corpus, args, [t.label_key for t in tasks]))
     size = args.per_device_train_batch_size
