@@ -218,6 +218,11 @@ CANDIDATES = {
     # that differ most from their training data (absa sentiment, WNUT-17's emerging entities). Measured: both
     # tasks under-fit (absa, seed 0).
     "encoder_lr_2.5e-5": ["--learning_rate", "2.5e-5", "--head_learning_rate", "5e-5"],
+    # Layer-wise learning-rate decay (ULMFiT's discriminative fine-tuning; ELECTRA fine-tunes with 0.8): the top layer
+    # at the learning rate, each one below at 0.8 of the one above, the embeddings at 0.8^6 = 0.26 of it. Aimed, like
+    # `encoder_lr_2.5e-5`, at the multi-task encoder drifting further from the pretrained weights (every task's steps
+    # move it), but keeping the top layers' full rate, which `encoder_lr_2.5e-5` halved and under-fitted.
+    "layer_decay_0.8": ["--layerwise_lr_decay", "0.8"],
     # Each batch run whole: the default until 2026-12-04 (night), when 2 sorted micro-batches per batch became the
     # default on the CPU (the whole batch's step gradient with less padding; other dropout masks).
     "whole_batches": ["--sorted_micro_batches", "1"],

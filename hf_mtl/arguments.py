@@ -345,6 +345,15 @@ class MultiTaskTrainingArguments(TrainingArguments):
             "encoder's; default: learning_rate for every parameter."
         },
     )
+    layerwise_lr_decay: float | None = field(
+        default=None,
+        metadata={
+            "help": "Layer-wise learning-rate decay (discriminative fine-tuning, as ULMFiT and ELECTRA fine-tune): "
+            "the top encoder layer trains at learning_rate, each layer below it at this factor times the rate of the "
+            "layer above, the embeddings one factor below the lowest layer; the heads and the pooler keep their "
+            "rate. In (0, 1]; default: off (one learning rate for the whole encoder)."
+        },
+    )
     ema_decay: float | None = field(
         default=None,
         metadata={
@@ -462,6 +471,8 @@ class MultiTaskTrainingArguments(TrainingArguments):
             raise HfMtlError(f"--label_smoothing_factor must be in [0, 1), got {self.label_smoothing_factor}")
         if self.head_learning_rate is not None and not self.head_learning_rate > 0:
             raise HfMtlError(f"--head_learning_rate must be positive, got {self.head_learning_rate}")
+        if self.layerwise_lr_decay is not None and not 0 < self.layerwise_lr_decay <= 1:
+            raise HfMtlError(f"--layerwise_lr_decay must be in (0, 1], got {self.layerwise_lr_decay}")
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
             raise HfMtlError(f"--ema_decay must be between 0 and 1 (exclusive), got {self.ema_decay}")
         if self.ema_decay is not None and self.load_best_model_at_end:

@@ -1,4 +1,5 @@
-"""AdamW with one set of moment estimates per task, for per-task batches (every optimizer step trains one task)."""
+"""The optimizer's learning rate per parameter (the heads' own rate, layer-wise decay over the encoder) and AdamW
+with one set of moment estimates per task, for per-task batches (every optimizer step trains one task)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,57 @@ from collections import defaultdict
 from collections.abc import Iterable
 
 import torch
+from torch import nn
 
 from .errors import HfMtlError
+from .modeling_mtl import encoder_layers
 
 SHARED_STATE_KEY = "all"
+
+
+def layerwise_learning_rates(model: nn.Module, learning_rate: float, decay: float) -> dict[int, float]:
+    """The learning rates of layer-wise decay over a [`MultiTaskModel`]'s encoder, by parameter `id`.
+
+    The top layer (with `task_specific_layers`, each task's own top layer) gets `learning_rate`, each layer below
+    `decay` times the rate of the layer above it, and the encoder's other parameters (the embeddings, and what every
+    layer shares, such as DeBERTa's relative position embeddings) `decay` times the lowest layer's rate. The pooler,
+    above the layers, and the heads are left out (they keep the optimizer's rate).
+    """
+    try:
+        shared = encoder_layers(model.encoder)
+    except HfMtlError:
+        raise HfMtlError(
+            f"--layerwise_lr_decay: the {model.encoder.config.model_type} encoder has no list of layers named "
+            "`layer` (ALBERT shares one layer's weights across its depth)"
+        ) from None
+    task_depth = len(next(iter(model.task_layers.values()))) if len(model.task_layers) else 0
+    depth = len(shared) + task_depth
+    rates = {}
+    stacks = [(shared, 0)] + [(layers, len(shared)) for layers in model.task_layers.values()]
+    for layers, first in stacks:
+        for index, layer in enumerate(layers, start=first):
+            rates |= {id(p): learning_rate * decay ** (depth - 1 - index) for p in layer.parameters()}
+    pooler = getattr(model.encoder, "pooler", None)
+    above = {id(p) for p in pooler.parameters()} if pooler is not None else set()
+    for p in model.encoder.parameters():
+        if id(p) not in rates and id(p) not in above:
+            rates[id(p)] = learning_rate * decay**depth
+    return rates
+
+
+def regroup_by_learning_rate(optimizer: torch.optim.Optimizer, rates: dict[int, float]) -> None:
+    """Splits the optimizer's parameter groups so that each parameter whose `id` is in `rates` trains at that learning
+    rate; every group keeps its other options (weight decay, ...), and the other parameters stay as they were."""
+    groups = []
+    for group in optimizer.param_groups:
+        options = {key: value for key, value in group.items() if key != "params"}
+        by_rate: dict[float, list] = {}
+        for p in group["params"]:
+            by_rate.setdefault(rates.get(id(p), group["lr"]), []).append(p)
+        groups += [{**options, "params": params, "lr": lr} for lr, params in by_rate.items()]
+    optimizer.param_groups.clear()
+    for group in groups:
+        optimizer.add_param_group(group)
 
 
 class PerTaskAdamW(torch.optim.AdamW):

@@ -25,7 +25,7 @@ from .heads import IGNORE_INDEX
 from .loss_weighting import LossWeighting, balance_weights, dwa_weights, mean_pairwise_cosine, pcgrad_project
 from .metrics import best_per_task, merge_dataset_metrics
 from .model_card import ModelCardInputs, build_model_card, library_versions, non_default_arguments
-from .optimization import SHARED_STATE_KEY, PerTaskAdamW
+from .optimization import SHARED_STATE_KEY, PerTaskAdamW, layerwise_learning_rates, regroup_by_learning_rate
 from .packaged_encoder import hub_id_of
 from .plots import plot_training_curves
 from .weight_averaging import WeightAveragingCallback
@@ -223,21 +223,18 @@ class MultiTaskTrainer(Trainer):
         return {name: count for (name, _), count in zip(keys, counts)}
 
     def create_optimizer(self, model=None) -> torch.optim.Optimizer:
-        """The Trainer's optimizer; with `args.head_learning_rate`, the heads' parameters in groups of their own
-        with that learning rate (weight decay as the Trainer sets it), scheduled like the others."""
+        """The Trainer's optimizer, with learning rates of their own (in groups of their own, weight decay as the
+        Trainer sets it, scheduled like the others) for the heads under `args.head_learning_rate` and for the encoder's
+        layers under `args.layerwise_lr_decay`."""
         optimizer = super().create_optimizer(model)
-        head_lr = getattr(self.args, "head_learning_rate", None)
-        if head_lr is not None:
-            unwrapped = self.accelerator.unwrap_model(self.model if model is None else model)
-            heads = {id(p) for p in unwrapped.heads.parameters()}
-            for group in list(optimizer.param_groups):
-                moved = [p for p in group["params"] if id(p) in heads]
-                if moved:
-                    group["params"] = [p for p in group["params"] if id(p) not in heads]
-                    optimizer.add_param_group(
-                        {**{k: v for k, v in group.items() if k != "params"}, "params": moved, "lr": head_lr}
-                    )
-            optimizer.param_groups[:] = [group for group in optimizer.param_groups if group["params"]]
+        unwrapped = self.accelerator.unwrap_model(self.model if model is None else model)
+        rates = {}
+        if getattr(self.args, "layerwise_lr_decay", None) is not None:
+            rates |= layerwise_learning_rates(unwrapped, self.args.learning_rate, self.args.layerwise_lr_decay)
+        if getattr(self.args, "head_learning_rate", None) is not None:
+            rates |= {id(p): self.args.head_learning_rate for p in unwrapped.heads.parameters()}
+        if rates:
+            regroup_by_learning_rate(optimizer, rates)
         if isinstance(optimizer, PerTaskAdamW) and (
             self.args.gradient_accumulation_steps > 1 or self.args.world_size > 1
         ):

@@ -336,6 +336,59 @@ def test_head_learning_rate_puts_exactly_the_heads_in_their_own_groups(tmp_path)
         MultiTaskTrainingArguments(output_dir=str(tmp_path), head_learning_rate=0.0)
 
 
+def _rates(optimizer) -> dict[int, float]:
+    return {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
+
+
+@pytest.mark.parametrize("task_layers", [0, 1])
+def test_layerwise_lr_decay_gives_each_layer_the_rate_of_the_layer_above_times_the_decay(tmp_path, task_layers):
+    model = MultiTaskModel(_tiny_config(task_specific_layers=task_layers))
+    args = MultiTaskTrainingArguments(
+        output_dir=str(tmp_path),
+        learning_rate=1e-3,
+        layerwise_lr_decay=0.5,
+        head_learning_rate=1e-2,
+        weight_decay=0.01,
+        lr_scheduler_type="linear",
+        report_to="none",
+    )
+    trainer = MultiTaskTrainer(model, args)
+    trainer.create_optimizer_and_scheduler(num_training_steps=10)
+    rates = _rates(trainer.optimizer)
+    # 3 layers in all: the top one (shared, or each task's copy) at 1e-3, then 5e-4, 2.5e-4, the embeddings 1.25e-4.
+    shared = list(model.encoder.encoder.layer)
+    stacks = [shared] + [shared + list(layers) for layers in model.task_layers.values()]
+    expected = {}
+    for stack in stacks:
+        for layer, rate in zip(stack, [2.5e-4, 5e-4, 1e-3]):
+            expected |= {id(p): rate for p in layer.parameters()}
+    expected |= {id(p): 1.25e-4 for p in model.encoder.embeddings.parameters()}
+    expected |= {id(p): 1e-3 for p in model.encoder.pooler.parameters()}
+    expected |= {id(p): 1e-2 for p in model.heads.parameters()}
+    assert len(expected) == len(list(model.parameters()))
+    assert rates == pytest.approx(expected, rel=1e-12)
+    decays = {id(p): g["weight_decay"] for g in trainer.optimizer.param_groups for p in g["params"]}
+    assert decays[id(shared[0].attention.self.query.weight)] == 0.01
+    assert decays[id(shared[0].attention.self.query.bias)] == 0.0
+    # The schedule scales every group alike: after 1 of 10 linear steps, each rate is 9/10 of its own.
+    trainer.optimizer.step()
+    trainer.lr_scheduler.step()
+    assert _rates(trainer.optimizer) == pytest.approx({k: 0.9 * v for k, v in expected.items()}, rel=1e-12)
+
+
+def test_layerwise_lr_decay_refuses_a_factor_outside_0_1_and_albert(tmp_path):
+    for decay in (0.0, 1.5):
+        with pytest.raises(HfMtlError, match=r"--layerwise_lr_decay must be in \(0, 1\], got"):
+            MultiTaskTrainingArguments(output_dir=str(tmp_path), layerwise_lr_decay=decay)
+    albert = AlbertConfig(
+        vocab_size=100, embedding_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=2
+    )
+    args = MultiTaskTrainingArguments(output_dir=str(tmp_path), layerwise_lr_decay=0.8, report_to="none")
+    trainer = MultiTaskTrainer(MultiTaskModel(MultiTaskConfig(encoder=albert)), args)
+    with pytest.raises(HfMtlError, match="--layerwise_lr_decay: the albert encoder has no list of layers"):
+        trainer.create_optimizer()
+
+
 def test_head_hidden_layers_compute_dense_gelu_then_the_classifier_and_round_trip(tmp_path):
     torch.manual_seed(0)
     model = MultiTaskModel(_tiny_config(head_hidden_layers=2, classifier_dropout=0.0)).eval()
