@@ -7,15 +7,14 @@ from collections import defaultdict
 from collections.abc import Iterable
 
 import torch
-from torch import nn
 
 from .errors import HfMtlError
-from .modeling_mtl import encoder_layers
+from .modeling_mtl import MultiTaskModel, encoder_layers
 
 SHARED_STATE_KEY = "all"
 
 
-def layerwise_learning_rates(model: nn.Module, learning_rate: float, decay: float) -> dict[int, float]:
+def layerwise_learning_rates(model: MultiTaskModel, learning_rate: float, decay: float) -> dict[int, float]:
     """The learning rates of layer-wise decay over a [`MultiTaskModel`]'s encoder, by parameter `id`.
 
     The top layer (with `task_specific_layers`, each task's own top layer) gets `learning_rate`, each layer below
@@ -46,17 +45,23 @@ def layerwise_learning_rates(model: nn.Module, learning_rate: float, decay: floa
 
 
 def regroup_by_learning_rate(optimizer: torch.optim.Optimizer, rates: dict[int, float]) -> None:
-    """Splits the optimizer's parameter groups so that each parameter whose `id` is in `rates` trains at that learning
-    rate; every group keeps its other options (weight decay, ...), and the other parameters stay as they were."""
-    groups = []
+    """Moves each parameter whose `id` is in `rates` into a group with that learning rate, made from its group's other
+    options (weight decay, ...) and added after the existing groups in their order; groups left empty are dropped.
+    The layout is the same on a second call, so optimizer states saved with it load again."""
+    kept, added = [], []
     for group in optimizer.param_groups:
         options = {key: value for key, value in group.items() if key != "params"}
         by_rate: dict[float, list] = {}
         for p in group["params"]:
-            by_rate.setdefault(rates.get(id(p), group["lr"]), []).append(p)
-        groups += [{**options, "params": params, "lr": lr} for lr, params in by_rate.items()]
+            if id(p) in rates:
+                by_rate.setdefault(rates[id(p)], []).append(p)
+        if len(group["params"]) > sum(len(params) for params in by_rate.values()):
+            kept.append({**options, "params": [p for p in group["params"] if id(p) not in rates]})
+        for lr, params in by_rate.items():
+            scheduled = {"initial_lr": lr} if "initial_lr" in options else {}
+            added.append({**options, "params": params, "lr": lr, **scheduled})
     optimizer.param_groups.clear()
-    for group in groups:
+    for group in kept + added:
         optimizer.add_param_group(group)
 
 

@@ -77,7 +77,8 @@ class MultiTaskTrainer(Trainer):
       mean cross-entropy over every labelled position of the set, whatever its batches), each summed and counted
       across processes before averaging. A step that labels no position of a task does not count for that task's
       average;
-    - gives the heads their own learning rate when `args.head_learning_rate` is set;
+    - gives the heads their own learning rate when `args.head_learning_rate` is set, and the encoder's layers rates
+      that fall layer by layer from the top when `args.layerwise_lr_decay` is set;
     - ends training with the weights' exponential moving average when `args.ema_decay` is set
       ([`WeightAveragingCallback`]), saved in every checkpoint and restored on resume.
     """
@@ -228,7 +229,7 @@ class MultiTaskTrainer(Trainer):
         layers under `args.layerwise_lr_decay`."""
         optimizer = super().create_optimizer(model)
         unwrapped = self.accelerator.unwrap_model(self.model if model is None else model)
-        rates = {}
+        rates: dict[int, float] = {}
         if getattr(self.args, "layerwise_lr_decay", None) is not None:
             rates |= layerwise_learning_rates(unwrapped, self.args.learning_rate, self.args.layerwise_lr_decay)
         if getattr(self.args, "head_learning_rate", None) is not None:

@@ -332,6 +332,12 @@ def test_head_learning_rate_puts_exactly_the_heads_in_their_own_groups(tmp_path)
     decays = {id(p): g["weight_decay"] for g in optimizer.param_groups for p in g["params"]}
     assert decays[id(model.heads["ner"].classifier.weight)] == 0.01
     assert decays[id(model.heads["ner"].classifier.bias)] == 0.0
+    # The Trainer's groups first, the heads' after them (the layout optimizer states were saved with); a second call
+    # (a second `train()`) keeps it.
+    layout = [(g["lr"], g["weight_decay"], len(g["params"])) for g in optimizer.param_groups]
+    assert [(lr, decay) for lr, decay, _ in layout] == [(1e-4, 0.01), (1e-4, 0.0), (1e-3, 0.01), (1e-3, 0.0)]
+    trainer.create_optimizer()
+    assert [(g["lr"], g["weight_decay"], len(g["params"])) for g in trainer.optimizer.param_groups] == layout
     with pytest.raises(HfMtlError, match="--head_learning_rate must be positive"):
         MultiTaskTrainingArguments(output_dir=str(tmp_path), head_learning_rate=0.0)
 
