@@ -51,12 +51,13 @@ def regroup_by_learning_rate(optimizer: torch.optim.Optimizer, rates: dict[int, 
     kept, added = [], []
     for group in optimizer.param_groups:
         options = {key: value for key, value in group.items() if key != "params"}
+        remaining = [p for p in group["params"] if id(p) not in rates]
+        if remaining:
+            kept.append({**options, "params": remaining})
         by_rate: dict[float, list] = {}
         for p in group["params"]:
             if id(p) in rates:
                 by_rate.setdefault(rates[id(p)], []).append(p)
-        if len(group["params"]) > sum(len(params) for params in by_rate.values()):
-            kept.append({**options, "params": [p for p in group["params"] if id(p) not in rates]})
         for lr, params in by_rate.items():
             scheduled = {"initial_lr": lr} if "initial_lr" in options else {}
             added.append({**options, "params": params, "lr": lr, **scheduled})
