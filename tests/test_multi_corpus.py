@@ -88,15 +88,15 @@ def test_quality_benchmark_quick(tmp_path):
     results = json.loads(output.read_text())
     # The jointly labelled corpus: (a) plain and (b) hf_mtl single-task per task, (d) multi-task.
     assert set(results["runs"]) == {
-        "absa/plain/sentiment/seed0", "absa/plain/aspects/seed0", "absa/single/sentiment/seed0",
-        "absa/single/aspects/seed0", "absa/multi/seed0",
+        "absa_4ep/plain/sentiment/seed0", "absa_4ep/plain/aspects/seed0", "absa_4ep/single/sentiment/seed0",
+        "absa_4ep/single/aspects/seed0", "absa_4ep/multi/seed0",
     }  # fmt: skip
-    multi = results["runs"]["absa/multi/seed0"]
+    multi = results["runs"]["absa_4ep/multi/seed0"]
     # 48 jointly labelled rows, each trained once per task (per-task batches, the default).
     assert multi["train_examples"] == 96 and 0 <= multi["aspects_test"] <= 1 and 0 <= multi["sentiment_test"] <= 1
-    assert "aspects_dev" not in results["runs"]["absa/plain/sentiment/seed0"]
-    target = results["targets"]["absa"]["aspects"]
-    plain = results["runs"]["absa/plain/aspects/seed0"]
+    assert "aspects_dev" not in results["runs"]["absa_4ep/plain/sentiment/seed0"]
+    target = results["targets"]["absa_4ep"]["aspects"]
+    plain = results["runs"]["absa_4ep/plain/aspects/seed0"]
     assert target["multi_minus_plain_test_points"] == round(100 * (multi["aspects_test"] - plain["aspects_test"]), 2)
     assert "| multi |" in result.stdout
     # Resumable: a rerun into the same file trains nothing and reports the same runs.
@@ -267,7 +267,7 @@ def test_quality_targets_give_the_precision_of_three_seeds(monkeypatch):
     # Equal scores on every seed: no spread, so no F-test, and the standard error is 0.
     sentiment = targets["absa"]["sentiment"]
     assert sentiment["std_ratio_p_value"] is None and sentiment["standard_error_points"] == 0.0
-    assert "| absa | aspects | +1.00 ± 1.29 | 2.00 (p = 0.40) | 9 |" in quality.targets_table(targets)
+    assert "| absa (not in the default set) | aspects | +1.00 ± 1.29 | 2.00 (p = 0.40) | 9 |" in quality.targets_table(targets)
 
 
 def test_quality_candidates_table_compares_every_three_seed_multi_task_row_with_the_plain_trainer(monkeypatch):
