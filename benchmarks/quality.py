@@ -2,19 +2,20 @@
 """Is one multi-task model as good as two single-task models, at convergence and on the same examples?
 
 Three settings by default, all with the packaged MiniLM, batch 32, learning rate 5e-5, fp32 and a fixed number of
-epochs per setting, chosen once to bring every single-task run to its dev plateau (each run's per-epoch dev curve
-is recorded, so the plateau can be checked): 6 for the two SST-2 pairs (at 4 epochs the token corpora were 1-3 dev
-points short of a 6-epoch run; at 6, SST-2 and WNUT-17 are flat within their noise, BTC still gains about a point in
-its sixth epoch), 5 for restaurants (BENCHMARKS.md):
+epochs per setting, chosen to bring every single-task run to its dev plateau (each run's per-epoch dev curve is
+recorded, so the plateau can be checked): 5 for the two SST-2 pairs and 4 for restaurants, the epochs at which the
+plain Trainer's mean dev curves of 6- and 5-epoch runs (seeds 0-4) flatten (BENCHMARKS.md). The corpora:
 - `sst2_wnut17_2k`: an SST-2 subset (2,000 train rows drawn once with seed 0; dev: 872 other train rows; test: the
   official dev set, 872 rows) and WNUT-17 (2,000 of its 3,394 training tweets, drawn once; dev 1,009 / test 1,287);
 - `sst2_btc`: the same SST-2 subset and the Broad Twitter Corpus (2,000 train tweets drawn once; dev 1,000; test
   2,001: the official files without their 7 empty-token lines, which hf_mtl refuses);
 - `absa`: SemEval-2014 restaurants, every sentence labelled for aspect terms and a 3-way sentiment (2,339 train /
   260 dev, drawn once from the train file / 697 test).
-The subsets are written to `--workdir`, never into the repository. Asked for with `--settings`: `sst2_wnut17`, the
-same pair with every WNUT-17 training tweet at 4 epochs (the pair measured until 2026-12-04), and `sst2_wnut17_2k_4ep`,
-`sst2_btc_4ep`, the two pairs at 4 epochs (most rows of the ablation).
+The default settings are these at those epochs: `sst2_wnut17_2k_5ep`, `sst2_btc_5ep` and `absa_4ep`. The subsets
+are written to `--workdir`, never into the repository. Asked for with `--settings`: `sst2_wnut17_2k`, `sst2_btc` and
+`absa`, one epoch longer (the default set until 2026-12-05, and the setting of most candidates' rows); `sst2_wnut17`,
+the first pair with every WNUT-17 training tweet at 4 epochs (the pair measured until 2026-12-04); and
+`sst2_wnut17_2k_4ep`, `sst2_btc_4ep`, the two pairs at 4 epochs (most rows of the ablation).
 
 Runs, each per seed (the rows of the ablation table):
 - `plain` (a): the plain `Trainer` with `AutoModelFor{Sequence,Token}Classification` on one task's corpus;
@@ -29,7 +30,7 @@ Training time excludes the per-epoch evaluations. Every finished run is written 
 rerun skips the runs recorded there (the benchmark is resumable). A single-task run that is the same in two settings
 (SST-2's, in both SST-2 pairs) runs once; the second setting records its row with `same_run_as`.
 
-    python benchmarks/quality.py                                   # (a), (d): default settings, seeds 0-2 (2 h 36 min)
+    python benchmarks/quality.py                                   # (a), (d): default settings, seeds 0-2 (about 2 h)
     python benchmarks/quality.py --runs single_random multi+pooling_mean --seeds 0   # more rows, resumed into the file
     python benchmarks/quality.py --quick                           # smoke version, a minute or two
     python benchmarks/quality.py --token_weights                   # short rows' share of each token loss (seconds)
@@ -61,8 +62,7 @@ HYPERPARAMETERS = {"learning_rate": 5e-5, "per_device_train_batch_size": 32, "pe
 WNUT_TAGS = ["O"] + [f"{p}-{t}" for t in ("person", "location", "corporation", "product", "creative-work", "group")
                      for p in ("B", "I")]  # fmt: skip
 BTC_TAGS = ["O"] + [f"{p}-{t}" for t in ("PER", "LOC", "ORG") for p in ("B", "I")]
-# Subset sizes: sized for (a) and (d) over 3 seeds of the default settings to take about 2 hours on a 2-core EPYC at
-# 4 epochs; at 6 epochs with random token batches (2 sorted micro-batches each) they take about 2 h 36 min
+# Subset sizes: sized for (a) and (d) over 3 seeds of the default settings to take about 2 hours on a 2-core EPYC
 # (BENCHMARKS.md). The file names carry the sizes, so a work folder holding other sizes is never reused.
 SST2_TRAIN_ROWS, SST2_DEV_ROWS, BTC_TRAIN_TWEETS, WNUT_TRAIN_TWEETS = 2000, 872, 2000, 2000
 SST2 = {
@@ -156,8 +156,8 @@ SETTINGS = {
 SETTINGS |= {f"{name}_4ep": replace(SETTINGS[name], epochs=4) for name in ("sst2_wnut17_2k", "sst2_btc")}
 # The default set since 2026-12-05: the same corpora one epoch shorter, where the plain Trainer's mean dev curves of
 # the longer runs (seeds 0-4) flatten: SST-2 87.3 at epoch 5 (87.0 at 6), WNUT-17 48.3 (48.2), BTC 72.7 (73.1);
-# restaurant sentiment 77.1 at epoch 4 (76.8 at 5), aspects 80.1 (80.1). The set then takes about 2 h 7 min, not
-# 2 h 36 min. The longer settings keep their rows (most candidates ran on them).
+# restaurant sentiment 77.1 at epoch 4 (76.8 at 5), aspects 80.1 (80.1). The set then took 2 h 1 min from start to
+# end (2026-12-05), not about 2 h 36 min. The longer settings keep their rows (most candidates ran on them).
 SETTINGS |= {
     "sst2_wnut17_2k_5ep": replace(SETTINGS["sst2_wnut17_2k"], epochs=5),
     "sst2_btc_5ep": replace(SETTINGS["sst2_btc"], epochs=5),
