@@ -296,6 +296,15 @@ class MultiTaskTrainingArguments(TrainingArguments):
             "Murray 2019). The epoch keeps its number of batches; use it with --mixing_strategy proportional."
         },
     )
+    task_batch_order: Literal["random", "interleaved"] = field(
+        default="random",
+        metadata={
+            "help": "With per-task batches, the order of an epoch's batches: 'random' (a random permutation, as "
+            "MT-DNN draws them) or 'interleaved' (each task's batches evenly spaced over the epoch from a random "
+            "offset: two tasks with as many batches alternate, a task with a third of them trains every third step).",
+            "choices": ["random", "interleaved"],
+        },
+    )
     bf16: bool | None = field(
         default=None,
         metadata={
@@ -454,6 +463,10 @@ class MultiTaskTrainingArguments(TrainingArguments):
         if self.annealed_sampling and self.batch_composition != "per_task":
             raise HfMtlError(
                 "--annealed_sampling sets the shares of per-task batches: use --batch_composition per_task"
+            )
+        if self.task_batch_order != "random" and self.batch_composition != "per_task":
+            raise HfMtlError(
+                f"--task_batch_order {self.task_batch_order} orders per-task batches: use --batch_composition per_task"
             )
         if self.grad_balance_steps < 1:
             raise HfMtlError(f"--grad_balance_steps must be at least 1, got {self.grad_balance_steps}")

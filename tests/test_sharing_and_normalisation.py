@@ -643,6 +643,41 @@ def test_annealed_sampling_moves_the_shares_from_proportional_to_nearly_equal():
         )
 
 
+def test_interleaved_task_batches_are_evenly_spaced():
+    # 48 rows of group 0 and 16 of group 1, batches of 8: 6 | 2 batches. Interleaved, group 1's two batches sit at
+    # (k + v) / 2 and group 0's at (k + u) / 6, so exactly 3 of group 0's batches lie between group 1's, and every
+    # epoch holds each row once. Two groups with as many batches alternate.
+    groups = [0] * 48 + [1] * 16
+    sampler = TaskHomogeneousSampler(
+        groups, batch_size=8, generator=torch.Generator().manual_seed(0), interleaved=True
+    )
+    for _ in range(5):
+        order = list(sampler)
+        assert sorted(order) == list(range(64))
+        batch_groups = [groups[order[i]] for i in range(0, 64, 8)]
+        assert all(len({groups[i] for i in order[j : j + 8]}) == 1 for j in range(0, 64, 8))
+        first, second = [i for i, group in enumerate(batch_groups) if group == 1]
+        assert second - first == 4
+    sampler = TaskHomogeneousSampler(
+        [0] * 32 + [1] * 32, 8, generator=torch.Generator().manual_seed(1), interleaved=True
+    )
+    starts = set()
+    for _ in range(6):
+        batch_groups = [int(i >= 32) for i in list(sampler)[::8]]
+        assert batch_groups in ([0, 1] * 4, [1, 0] * 4)
+        starts.add(batch_groups[0])
+    assert starts == {0, 1}  # which task comes first is drawn per epoch
+    args = MultiTaskTrainingArguments(output_dir="unused", task_batch_order="interleaved", report_to="none")
+    sampler = training_sampler(
+        Dataset.from_list([{"input_ids": [2, 3], "sentiment_labels": 0}] * 4), args, ["sentiment_labels"]
+    )
+    assert sampler.interleaved
+    with pytest.raises(HfMtlError, match="--task_batch_order interleaved orders per-task batches"):
+        MultiTaskTrainingArguments(
+            output_dir="unused", task_batch_order="interleaved", batch_composition="mixed", report_to="none"
+        )
+
+
 def test_annealed_sampling_through_the_trainer_follows_the_epoch(tmp_path):
     # 24 sentiment rows and 8 NER rows, batches of 4: 6 | 2 batches in epoch 0 (alpha 1); in epoch 2 of 3 (alpha 0.2)
     # 8 * 3^0.2 / (3^0.2 + 1) = 4.44 | 3.56 -> 4 | 4. The Trainer tells the sampler the epoch; each step logs the task

@@ -158,6 +158,9 @@ class TaskHomogeneousSampler(Sampler[int]):
             equal tokens (summed `lengths`) instead of equal rows (as many batches, a batch of short rows holding
             more rows). Their batches vary in size, so iterate them through [`TaskHomogeneousBatchSampler`] (a
             DataLoader's `batch_sampler`), not as a flat sampler.
+        interleaved (`bool`, *optional*, defaults to `False`): Space each group's batches evenly over the epoch
+            instead of permuting all batches at random: the k-th of a group's n batches goes to position (k + u) / n
+            of the epoch, u uniform in [0, 1) per group and epoch. Two groups with as many batches alternate.
     """
 
     def __init__(
@@ -170,12 +173,14 @@ class TaskHomogeneousSampler(Sampler[int]):
         megabatch_batches: int = 50,
         random_groups: set[int] | None = None,
         equal_word_groups: set[int] | None = None,
+        interleaved: bool = False,
     ):
         self.groups = list(groups)
         self.megabatch_batches = megabatch_batches
         self.random_groups = set(random_groups or ())
         self.equal_word_groups = set(equal_word_groups or ())
         self.batch_size = batch_size
+        self.interleaved = interleaved
         self.lengths = list(lengths) if lengths is not None else None
         self.generator = generator
         self.num_epochs = num_epochs
@@ -241,14 +246,19 @@ class TaskHomogeneousSampler(Sampler[int]):
     def epoch_batches(self) -> list[list[int]]:
         """One epoch's batches, in order (each a list of row indices)."""
         if self.num_epochs is None:
-            batches = [batch for rows in self.members.values() for batch in self._group_batches(rows)]
+            per_group = [self._group_batches(rows) for rows in self.members.values()]
         else:
             counts = self.batches_per_group()
-            batches = [
-                batch
-                for group, rows in self.members.items()
-                for batch in self._group_batches(self._epoch_rows(rows, counts[group]))
+            per_group = [
+                self._group_batches(self._epoch_rows(rows, counts[group])) for group, rows in self.members.items()
             ]
+        if self.interleaved:
+            placed = []
+            for batches in per_group:
+                offset = torch.rand(1, generator=self.generator).item()
+                placed += [((k + offset) / len(batches), batch) for k, batch in enumerate(batches)]
+            return [batch for _, batch in sorted(placed, key=lambda item: item[0])]
+        batches = [batch for group_batches in per_group for batch in group_batches]
         return [batches[position] for position in torch.randperm(len(batches), generator=self.generator).tolist()]
 
     def __iter__(self) -> Iterator[int]:
@@ -401,6 +411,7 @@ def training_sampler(dataset, args, label_keys: list[str]) -> Sampler[int] | Sam
             megabatch_batches=group_size,
             random_groups=random_groups,
             equal_word_groups=token_groups if by_words else set(),
+            interleaved=getattr(args, "task_batch_order", "random") == "interleaved",
         )
         if annealed:
             sampler.num_epochs = training_epochs(args, sampler.num_batches)
