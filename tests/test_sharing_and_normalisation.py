@@ -10,7 +10,7 @@ from torch.nn import functional as F
 from transformers import AlbertConfig, BertConfig, BertModel, BertTokenizerFast
 
 from hf_mtl import MultiTaskConfig, MultiTaskModel, MultiTaskTrainer
-from hf_mtl.arguments import MultiTaskTrainingArguments
+from hf_mtl.arguments import MultiTaskTrainingArguments, parse_args
 from hf_mtl.data.collator import MultiTaskDataCollator, sorted_micro_batches
 from hf_mtl.data.sampling import (
     ShuffledLengthGroupedSampler,
@@ -643,7 +643,7 @@ def test_annealed_sampling_moves_the_shares_from_proportional_to_nearly_equal():
         )
 
 
-def test_interleaved_task_batches_are_evenly_spaced():
+def test_interleaved_task_batches_are_evenly_spaced(tmp_path):
     # 48 rows of group 0 and 16 of group 1, batches of 8: 6 | 2 batches. Interleaved, group 1's two batches sit at
     # (k + v) / 2 and group 0's at (k + u) / 6, so exactly 3 of group 0's batches lie between group 1's, and every
     # epoch holds each row once. Two groups with as many batches alternate.
@@ -667,7 +667,10 @@ def test_interleaved_task_batches_are_evenly_spaced():
         assert batch_groups in ([0, 1] * 4, [1, 0] * 4)
         starts.add(batch_groups[0])
     assert starts == {0, 1}  # which task comes first is drawn per epoch
-    args = MultiTaskTrainingArguments(output_dir="unused", task_batch_order="interleaved", report_to="none")
+    config = tmp_path / "run.yaml"
+    config.write_text(f"output_dir: {tmp_path}\ntask_batch_order: interleaved\nreport_to: none\n")
+    *_, args = parse_args([str(config)])  # a config key like every training argument
+    assert args.task_batch_order == "interleaved"
     sampler = training_sampler(
         Dataset.from_list([{"input_ids": [2, 3], "sentiment_labels": 0}] * 4), args, ["sentiment_labels"]
     )
