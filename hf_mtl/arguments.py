@@ -545,6 +545,20 @@ class MultiTaskArgumentParser(HfArgumentParser):
         raise HfMtlError(re.sub(r"^argument (--[\w]+)(/--[\w-]+)*:", r"\1:", message))
 
 
+def check_config_choices(parser: HfArgumentParser, values: dict[str, Any], path: str) -> None:
+    """Raises [`HfMtlError`] for a config value outside its flag's choices. A file's values become the parser's
+    defaults, which argparse does not check against `choices` as it checks a flag's value."""
+    for action in parser._actions:
+        if action.choices is None or action.dest not in values:
+            continue
+        given = values[action.dest]
+        for value in given if isinstance(given, list) else [given]:
+            converted = action.type(value) if action.type is not None and isinstance(value, str) else value
+            if converted not in action.choices:
+                choices = ", ".join(repr(getattr(choice, "value", choice)) for choice in action.choices)
+                raise HfMtlError(f"{path}: {action.dest}: invalid choice: {value!r} (choose from {choices})")
+
+
 def parse_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, MultiTaskTrainingArguments]:
     """Parses `[config.yaml|config.json] [--config FILE] [--flag value ...]`: the file first, flags on top."""
     argv = list(argv)
@@ -559,7 +573,9 @@ def parse_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, MultiTas
         config_path = argv.pop(0)
     parser = MultiTaskArgumentParser(ARGUMENT_CLASSES, allow_abbrev=False)
     if config_path is not None:
-        parser.set_defaults(**load_config_file(config_path))
+        values = load_config_file(config_path)
+        check_config_choices(parser, values, config_path)
+        parser.set_defaults(**values)
     model_args, data_args, training_args, unknown = parser.parse_args_into_dataclasses(
         args=argv, return_remaining_strings=True
     )
