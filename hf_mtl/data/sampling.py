@@ -131,7 +131,7 @@ def equal_length_batches(lengths: list[int], num_batches: int) -> list[list[int]
 class TaskHomogeneousSampler(Sampler[int]):
     """Batches that each hold the rows of one task group (rows labelling the same tasks: one corpus, or the
     corpora labelled for the same task), in a random order of batches, as MT-DNN and AllenNLP's multitask
-    scheduler draw them.
+    scheduler draw them, or with each group's batches evenly spaced (`interleaved`).
 
     The training set is already mixed (its rows repeat a corpus as often as the mixing strategy samples it), so
     each group's share of the batches is its share of the mixed rows: the mixing probabilities. Inside a group the
