@@ -211,6 +211,15 @@ def test_unknown_config_key_names_the_file(tmp_path):
         main([str(tmp_path / "bad.yaml")])
 
 
+def test_config_value_outside_an_enum_flags_choices_is_one_line(tmp_path):
+    # argparse checks a flag's value against its choices, not a file's; unchecked, TrainingArguments would raise a
+    # raw ValueError for its IntervalStrategy enum.
+    (tmp_path / "bad.yaml").write_text("eval_strategy: sometimes\n")
+    message = r"bad.yaml: eval_strategy: invalid choice: 'sometimes' \(choose from 'no', 'steps', 'epoch'\)"
+    with pytest.raises(hf_mtl.HfMtlError, match=message):
+        main([str(tmp_path / "bad.yaml")])
+
+
 def test_card_links_the_training_curves_png(demo_run):
     output_dir, _ = demo_run
     png = output_dir / "training_curves.png"
