@@ -553,10 +553,7 @@ def check_config_choices(parser: HfArgumentParser, values: dict[str, Any], path:
             continue
         given = values[action.dest]
         for value in given if isinstance(given, list) else [given]:
-            try:
-                converted = action.type(value) if action.type is not None and isinstance(value, str) else value
-            except (TypeError, ValueError):
-                converted = value
+            converted = action.type(value) if action.type is not None and isinstance(value, str) else value
             if converted not in action.choices:
                 choices = ", ".join(repr(getattr(choice, "value", choice)) for choice in action.choices)
                 raise HfMtlError(f"{path}: {action.dest}: invalid choice: {value!r} (choose from {choices})")
