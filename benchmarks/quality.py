@@ -28,7 +28,8 @@ Runs, each per seed (the rows of the ablation table):
 - `multi+<change>` (e): (d) with one candidate change (`CANDIDATES`).
 Training time excludes the per-epoch evaluations. Every finished run is written to the results file at once, and a
 rerun skips the runs recorded there (the benchmark is resumable). A single-task run that is the same in two settings
-(SST-2's, in both SST-2 pairs) runs once; the second setting records its row with `same_run_as`.
+(SST-2's, in both SST-2 pairs) runs once; the second setting records its row with `same_run_as`. So does (c) of a
+token task, the same training as its (b) while hf_mtl draws token batches at random by default.
 
     python benchmarks/quality.py                                   # (a), (d): default settings, seeds 0-2 (about 2 h)
     python benchmarks/quality.py --runs single_random multi+pooling_mean --seeds 0   # more rows, resumed into the file
@@ -439,16 +440,30 @@ def single_task_inputs(setting: str, task: str) -> str:
     return json.dumps({"task": task_spec, "corpora": corpora, "epochs": spec.epochs}, sort_keys=True)
 
 
+def same_training(run_name: str, task_kind: str) -> list[str]:
+    """The run names that train a task of `task_kind` exactly as `run_name` does: (b) and (c) of a token task while
+    hf_mtl draws token tasks' batches at random by default (`--length_group_token_tasks false`), so that the
+    `--train_sampling_strategy random` of (c) changes only sentence tasks' batches."""
+    from hf_mtl.arguments import MultiTaskTrainingArguments
+
+    token_batches_random = not MultiTaskTrainingArguments.__dataclass_fields__["length_group_token_tasks"].default
+    if task_kind == "token_classification" and token_batches_random and run_name in ("single", "single_random"):
+        return ["single", "single_random"]
+    return [run_name]
+
+
 def recorded_twin(runs: dict, setting: str, run_name: str, task: str | None, seed: int) -> str | None:
-    """The key of a recorded run of another setting that is this single-task run exactly (SST-2's runs are the same
-    in both SST-2 pairs), or `None`."""
+    """The key of a recorded run that is this single-task run exactly, or `None`: the same run of another setting
+    (SST-2's runs are the same in both SST-2 pairs), or (b) for (c) of a token task and back (`same_training`)."""
     if task is None:
         return None
     inputs = single_task_inputs(setting, task)
+    kind = next(entry["kind"] for entry in SETTINGS[setting].tasks if entry["name"] == task)
     for name in SETTINGS:
-        key = run_key(name, run_name, task, seed)
-        if name != setting and key in runs and single_task_inputs(name, task) == inputs:
-            return key
+        for other_run in same_training(run_name, kind):
+            key = run_key(name, other_run, task, seed)
+            if (name, other_run) != (setting, run_name) and key in runs and single_task_inputs(name, task) == inputs:
+                return key
     return None
 
 
@@ -905,7 +920,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         twin = recorded_twin(results["runs"], setting, run_name, task, seed)
         if twin is not None:  # the same training already ran: its row, not a second run
-            results["runs"][key] = {**results["runs"][twin], "setting": setting, "same_run_as": twin}
+            results["runs"][key] = {**results["runs"][twin], "setting": setting, "run": run_name, "same_run_as": twin}
         else:
             results["runs"][key] = execute(setting, run_name, task, seed, configs[setting], args.quick, work)
         print(json.dumps(results["runs"][key]), flush=True)

@@ -104,7 +104,7 @@ def test_quality_benchmark_quick(tmp_path):
     assert json.loads(output.read_text())["runs"] == results["runs"] and "process_seconds" not in again.stdout
 
 
-def test_quality_benchmark_runs_a_single_task_run_shared_by_two_settings_once(monkeypatch):
+def test_quality_benchmark_runs_each_single_task_training_once(monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     import quality
 
@@ -123,6 +123,15 @@ def test_quality_benchmark_runs_a_single_task_run_shared_by_two_settings_once(mo
     assert quality.recorded_twin(runs, "sst2_btc_4ep", "plain", "sentiment", 1) == twin
     assert quality.recorded_twin(runs, "sst2_wnut17_2k_4ep", "plain", "sentiment", 1) == twin
     assert quality.single_task_inputs("sst2_wnut17_2k_4ep", "ner") != quality.single_task_inputs("sst2_wnut17", "ner")
+    # Token batches are random by default, so (c)'s `--train_sampling_strategy random` changes only sentence tasks:
+    # (c) of a token task is its (b) run, either way round, in the same setting; (c) of a sentence task is not.
+    runs = {"absa_4ep/single/aspects/seed2": {"aspects_test": 0.85}, "absa_4ep/single/sentiment/seed2": {}}
+    assert quality.recorded_twin(runs, "absa_4ep", "single_random", "aspects", 2) == "absa_4ep/single/aspects/seed2"
+    assert quality.recorded_twin(runs, "absa_4ep", "single_random", "sentiment", 2) is None
+    assert quality.recorded_twin(runs, "absa_4ep", "single", "aspects", 2) is None  # itself, not a twin
+    runs = {"sst2_btc_5ep/single_random/ner/seed2": {"ner_test": 0.7}}
+    assert quality.recorded_twin(runs, "sst2_btc_5ep", "single", "ner", 2) == "sst2_btc_5ep/single_random/ner/seed2"
+    assert quality.recorded_twin(runs, "sst2_btc_5ep", "multi+pooling_cls", None, 2) is None
 
 
 def test_quality_wnut17_subset_keeps_whole_tweets_split_at_blank_or_tab_lines(tmp_path, monkeypatch):
