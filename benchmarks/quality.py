@@ -459,8 +459,9 @@ def recorded_twin(runs: dict, setting: str, run_name: str, task: str | None, see
         return None
     inputs = single_task_inputs(setting, task)
     kind = next(entry["kind"] for entry in SETTINGS[setting].tasks if entry["name"] == task)
+    same_runs = same_training(run_name, kind)
     for name in SETTINGS:
-        for other_run in same_training(run_name, kind):
+        for other_run in same_runs:
             key = run_key(name, other_run, task, seed)
             if (name, other_run) != (setting, run_name) and key in runs and single_task_inputs(name, task) == inputs:
                 return key
