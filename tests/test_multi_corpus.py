@@ -11,7 +11,7 @@ from transformers import AutoModel
 from hf_mtl import parse_tasks
 from hf_mtl.metrics import merge_dataset_metrics
 from run_mtl import main
-from tests.conftest import run_quick_benchmark
+from tests.conftest import SHARED_DATA, run_quick_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--max_steps", "4", "--logging_steps", "2", "--learning_rate", "1e-3", "--disable_tqdm", "true"]
@@ -132,6 +132,32 @@ def test_quality_benchmark_runs_each_single_task_training_once(monkeypatch):
     runs = {"sst2_btc_5ep/single_random/ner/seed2": {"ner_test": 0.7}}
     assert quality.recorded_twin(runs, "sst2_btc_5ep", "single", "ner", 2) == "sst2_btc_5ep/single_random/ner/seed2"
     assert quality.recorded_twin(runs, "sst2_btc_5ep", "multi+pooling_cls", None, 2) is None
+
+
+def test_quality_benchmark_records_a_twin_under_its_own_run_name(tmp_path, monkeypatch):
+    # The benchmark's loop with training replaced: (c) of the aspects is recorded as (b)'s row, under (c)'s run name
+    # (the tables group rows by it), and only three trainings run.
+    if not (SHARED_DATA / "semeval14_absa").is_dir():
+        pytest.skip(f"real data not available: {SHARED_DATA} is missing")
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import quality
+
+    trained = []
+
+    def fake_training(setting, run_name, task, seed, config, quick, work):
+        trained.append((run_name, task))
+        row = {"setting": setting, "run": run_name, "task": task, "seed": seed, "train_seconds": 1.0}
+        return {**row, f"{task}_test": len(trained) / 10}
+
+    monkeypatch.setattr(quality, "execute", fake_training)
+    output = tmp_path / "quality.json"
+    argv = ["--quick", "--settings", "absa_4ep", "--runs", "single", "single_random", "--output", str(output)]
+    assert quality.main([*argv, "--workdir", str(tmp_path / "work")]) == 0
+    assert trained == [("single", "sentiment"), ("single", "aspects"), ("single_random", "sentiment")]
+    runs = json.loads(output.read_text())["runs"]
+    twin = runs["absa_4ep/single_random/aspects/seed0"]
+    source = "absa_4ep/single/aspects/seed0"
+    assert twin == {**runs[source], "run": "single_random", "same_run_as": source} and twin["aspects_test"] == 0.2
 
 
 def test_quality_wnut17_subset_keeps_whole_tweets_split_at_blank_or_tab_lines(tmp_path, monkeypatch):
